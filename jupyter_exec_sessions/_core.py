@@ -1,0 +1,459 @@
+"""ContainerCore: container lifecycle, registry, pool, limits and events. No tornado, no MCP.
+
+A container is a row in the registry plus, while it is in use, a *slot*: a FIFO lock that
+serialises everything that talks to its kernel (executions and file operations), the bounded
+queue count, the running execution (so delete/expiry can cancel it) and the live kernel
+session. Files are in ``_files.py``, executions in ``_executions.py``; ``_service.py`` joins them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+
+from ._engine import KernelSession
+from ._events import EventBus
+from ._pool import KernelPool
+from ._store import ContainerRow, Store
+from .errors import (
+    ContainerExpiredError,
+    ContainerNotFoundError,
+    InvalidRequestError,
+    QuotaExceededError,
+)
+from .models import (
+    Container,
+    ContainerDeleted,
+    ContainerList,
+    CreateContainerRequest,
+    ExecSessionsInfo,
+    ExpiresAfter,
+)
+
+__all__ = ["ContainerCore", "ServiceConfig", "Slot", "new_id"]
+
+log = logging.getLogger("jupyter_exec_sessions")
+
+
+@dataclass
+class ServiceConfig:
+    """Limits and tunables (the app's traitlets, documented there)."""
+
+    data_dir: Path
+    pool_size: int = 2
+    kernel_name: str = "python3"
+    max_containers_per_user: int = 20
+    max_containers: int = 100
+    max_upload_bytes: int = 64 * 1024 * 1024
+    max_code_bytes: int = 1024 * 1024
+    max_queue_depth: int = 32
+    default_timeout_ms: int = 120_000
+    max_timeout_ms: int = 3_600_000
+    default_max_output_length: int = 65_536
+    max_output_length_limit: int = 4 * 1024 * 1024
+    default_expires_minutes: int = 20
+    minute_seconds: float = 60.0
+    reaper_interval: float = 5.0
+    interrupt_grace_s: float = 3.0
+
+
+@dataclass
+class _Live:
+    kernel_id: str
+    session: KernelSession
+    restarted: bool = False  # set by the kernel manager's restart callback
+
+
+@dataclass
+class Slot:
+    """Runtime control of one container (in memory only)."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+    running: asyncio.Task[Any] | None = None
+    busy: bool = False
+    interrupted: bool = False
+    live: _Live | None = None
+    gone: bool = False
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(16)
+
+
+class ContainerCore:
+    """Containers and their kernels: lifecycle, lookup, expiry, events."""
+
+    def __init__(self, kernel_manager: Any, config: ServiceConfig) -> None:
+        self.km = kernel_manager
+        self.config = config
+        self.containers_dir = config.data_dir / "containers"
+        self.containers_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.data_dir / "exec_sessions.sqlite")
+        self.events = EventBus(self.store)
+        self.pool: KernelPool[KernelSession] = KernelPool(
+            kernel_manager,
+            size=config.pool_size,
+            kernel_name=config.kernel_name,
+            path="",
+            prepare=self._prepare_kernel,
+            discard=self._discard_session,
+            log=log,
+        )
+        self.slots: dict[str, Slot] = {}
+        self._creating: dict[str, int] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the pool and the reaper."""
+        self.pool.start()
+        self._reaper = asyncio.ensure_future(self._reap_loop())
+
+    async def stop(self) -> None:
+        """Stop the reaper, cancel executions, shut down every kernel we own."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+        self.events.close()
+        for slot in self.slots.values():
+            if slot.running is not None:
+                slot.running.cancel()
+        await self.pool.stop()
+        kernels = [s.live for s in self.slots.values() if s.live is not None]
+        await asyncio.gather(*(self._shutdown(lv) for lv in kernels), return_exceptions=True)
+        for t in list(self._background):
+            t.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.store.close()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a coroutine in the background, keeping a reference until it ends."""
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # ------------------------------------------------------------------ kernels
+    async def _prepare_kernel(self, kernel_id: str) -> KernelSession:
+        session = KernelSession(
+            self.km.get_kernel(kernel_id),
+            str(self.config.data_dir / "pool"),
+            interrupt_grace_s=self.config.interrupt_grace_s,
+        )
+        await session.start()
+        return session
+
+    async def _discard_session(self, session: KernelSession) -> None:
+        await session.close()
+
+    async def _shutdown(self, live: _Live) -> None:
+        with contextlib.suppress(Exception):
+            await live.session.close()
+        with contextlib.suppress(Exception):
+            await ensure_async(self.km.shutdown_kernel(live.kernel_id, now=True))
+
+    async def _attach_kernel(self, container_id: str, workdir: str) -> tuple[_Live, bool]:
+        """Take a kernel from the pool (or start one) and bind it to the container."""
+        pooled, from_pool = await self.pool.take()
+        session = pooled.prepared
+        # Re-point the pooled kernel at the container directory. The setup is pipelined: it
+        # is sent now and the kernel runs it before any later request of this container.
+        session.workdir = workdir
+        session.start_setup_nowait()
+        live = _Live(pooled.kernel_id, session)
+        kernel = self.km.get_kernel(pooled.kernel_id)
+        if hasattr(kernel, "add_restart_callback"):
+
+            def on_restart() -> None:
+                live.restarted = True
+
+            kernel.add_restart_callback(on_restart, "restart")
+        self.store.set_kernel(container_id, pooled.kernel_id)
+        return live, from_pool
+
+    async def ensure_live(self, row: ContainerRow, slot: Slot) -> _Live:
+        """The container's live kernel; replaced (state marked lost) if it died or is gone.
+
+        Call with ``slot.lock`` held.
+        """
+        live = slot.live
+        if live is not None:
+            alive = not live.restarted and await self._alive(live.kernel_id)
+            if alive:
+                return live
+            reason = "kernel_died"
+            slot.live = None
+            self.spawn(self._shutdown(live))
+        elif row.kernel_id is not None:
+            reason = "server_restart"
+        else:
+            reason = "started"
+        new, _ = await self._attach_kernel(row.id, row.workdir)
+        slot.live = new
+        if reason != "started":
+            self.store.mark_state_lost(row.id)
+            self.events.emit(
+                "kernel.restarted",
+                owner=row.owner,
+                container_id=row.id,
+                reason=reason,
+                kernel_id=new.kernel_id,
+            )
+        return new
+
+    async def replace_kernel(self, row: ContainerRow, slot: Slot, reason: str) -> None:
+        """Throw the container's kernel away (state lost); a fresh one is attached on next use."""
+        live, slot.live = slot.live, None
+        if live is not None:
+            self.spawn(self._shutdown(live))
+        self.store.mark_state_lost(row.id)
+        self.store.set_kernel(row.id, None)
+        self.events.emit("kernel.restarted", owner=row.owner, container_id=row.id, reason=reason)
+
+    async def _alive(self, kernel_id: str) -> bool:
+        try:
+            return bool(await ensure_async(self.km.get_kernel(kernel_id).is_alive()))
+        except Exception:
+            return False
+
+    # ------------------------------------------------------------------ lookup
+    def owned(self, owner: str, container_id: str) -> ContainerRow:
+        """The owner's container, expiring it first if its time is up; else 404."""
+        row = self.store.get_container(container_id)
+        if row is None or row.owner != owner:
+            raise ContainerNotFoundError(container_id)
+        if row.status == "running" and self._is_past_expiry(row, time.time()):
+            self._expire(row)
+            row.status = "expired"
+        return row
+
+    def usable(self, owner: str, container_id: str) -> tuple[ContainerRow, Slot]:
+        """The owner's running container and its slot, touched; 400 if expired."""
+        row = self.owned(owner, container_id)
+        if row.status != "running":
+            raise ContainerExpiredError(container_id)
+        now = time.time()
+        self.store.touch(row.id, now)
+        row.last_active_at = now
+        return row, self.slots.setdefault(row.id, Slot())
+
+    def to_container(self, row: ContainerRow) -> Container:
+        """The wire object of a container row."""
+        slot = self.slots.get(row.id)
+        sessions, turns = self.store.tag_counts(row.id)
+        return Container(
+            id=row.id,
+            name=row.name,
+            created_at=row.created_at,
+            last_active_at=int(row.last_active_at),
+            status="running" if row.status == "running" else "expired",
+            expires_after=ExpiresAfter(minutes=row.expires_minutes),
+            memory_limit=row.memory_limit,
+            exec_sessions=ExecSessionsInfo(
+                kernel_id=slot.live.kernel_id if slot and slot.live else None,
+                executions=row.executions,
+                sessions=sessions,
+                turns=turns,
+                state_resets=row.state_resets,
+                busy=bool(slot and slot.busy),
+            ),
+        )
+
+    # ------------------------------------------------------------------ containers
+    async def create(self, owner: str, request: CreateContainerRequest) -> Container:
+        """Create a container from the warm pool (or a cold kernel when the pool is empty)."""
+        if request.file_ids:
+            raise InvalidRequestError(
+                "file_ids is not supported by this server: upload files with"
+                " POST /containers/{container_id}/files.",
+                param="file_ids",
+            )
+        for unsupported in ("network_policy", "skills"):
+            if getattr(request, unsupported):
+                raise InvalidRequestError(
+                    f"{unsupported} is not supported by this server.", param=unsupported
+                )
+        cfg = self.config
+        pending = self._creating.get(owner, 0)
+        if self.store.count_containers(owner) + pending >= cfg.max_containers_per_user:
+            raise QuotaExceededError(
+                f"Container limit reached: at most {cfg.max_containers_per_user} running"
+                " containers per user (max_containers_per_user). Delete a container or wait"
+                " for one to expire.",
+                retry_after=max(1.0, cfg.reaper_interval),
+            )
+        if self.store.count_containers() + sum(self._creating.values()) >= cfg.max_containers:
+            raise QuotaExceededError(
+                f"Container limit reached: at most {cfg.max_containers} running containers"
+                " on this server (max_containers).",
+                retry_after=max(1.0, cfg.reaper_interval),
+            )
+        t0 = time.perf_counter()
+        container_id = new_id("cntr_")
+        workdir = str(self.containers_dir / container_id)
+        minutes = (
+            request.expires_after or ExpiresAfter(minutes=cfg.default_expires_minutes)
+        ).minutes
+        self._creating[owner] = pending + 1
+        try:
+            row = self.store.insert_container(
+                id=container_id,
+                owner=owner,
+                name=request.name,
+                expires_minutes=minutes,
+                memory_limit=request.memory_limit,
+                workdir=workdir,
+                kernel_id=None,
+                now=time.time(),
+            )
+            slot = self.slots.setdefault(container_id, Slot())
+            try:
+                async with slot.lock:
+                    live, from_pool = await self._attach_kernel(container_id, workdir)
+                    slot.live = live
+                # the container's life starts when it is usable, not when its row was written
+                row.last_active_at = time.time()
+                self.store.touch(container_id, row.last_active_at)
+            except BaseException:
+                self.slots.pop(container_id, None)
+                self.store.delete_container(container_id)
+                raise
+        finally:
+            self._creating[owner] -= 1
+        latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+        self.events.emit(
+            "container.created",
+            owner=owner,
+            container_id=container_id,
+            name=request.name,
+            from_pool=from_pool,
+            latency_ms=latency_ms,
+            kernel_id=live.kernel_id,
+        )
+        row.kernel_id = live.kernel_id
+        return self.to_container(row)
+
+    def retrieve(self, owner: str, container_id: str) -> Container:
+        """The container object; refreshes ``last_active_at`` unless expired."""
+        row = self.owned(owner, container_id)
+        if row.status == "running":
+            row.last_active_at = time.time()
+            self.store.touch(row.id, row.last_active_at)
+        return self.to_container(row)
+
+    def list(
+        self, owner: str, *, after: str | None, limit: int, order: str, name: str | None
+    ) -> ContainerList:
+        """A cursor page of the owner's containers."""
+        now = time.time()
+        rows, has_more = self.store.list_containers(
+            owner, after=after, limit=limit, order=order, name=name
+        )
+        for row in rows:
+            if row.status == "running" and self._is_past_expiry(row, now):
+                self._expire(row)
+                row.status = "expired"
+        data = [self.to_container(r) for r in rows]
+        return ContainerList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=has_more,
+        )
+
+    async def delete(self, owner: str, container_id: str) -> ContainerDeleted:
+        """Delete the container: cancel its executions, shut its kernel, remove its files."""
+        row = self.owned(owner, container_id)
+        slot = self.slots.pop(container_id, None)
+        self.store.delete_container(container_id)
+        self.events.emit("container.deleted", owner=owner, container_id=container_id)
+        self.spawn(self._teardown(slot, row.workdir, remove=True))
+        return ContainerDeleted(id=container_id)
+
+    def record_resolution(
+        self,
+        owner: str,
+        container_id: str,
+        *,
+        origin: str,
+        previous_id: str | None,
+        session_id: str | None,
+    ) -> None:
+        """Publish a session-hook decision as ``container.resolved``."""
+        self.owned(owner, container_id)
+        self.events.emit(
+            "container.resolved",
+            owner=owner,
+            container_id=container_id,
+            origin=origin,
+            previous_id=previous_id,
+            session_id=session_id,
+        )
+
+    async def _teardown(self, slot: Slot | None, workdir: str, *, remove: bool) -> None:
+        if slot is not None:
+            slot.gone = True
+            running = slot.running
+            if running is not None and not running.done():
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.shield(running), timeout=10)
+            if slot.live is not None:
+                live, slot.live = slot.live, None
+                await self._shutdown(live)
+        if remove:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    # ------------------------------------------------------------------ expiry
+    def _is_past_expiry(self, row: ContainerRow, now: float) -> bool:
+        return row.last_active_at + row.expires_minutes * self.config.minute_seconds < now
+
+    def _expire(self, row: ContainerRow) -> None:
+        self.store.set_status(row.id, "expired")
+        slot = self.slots.pop(row.id, None)
+        self.events.emit("container.expired", owner=row.owner, container_id=row.id)
+        self.spawn(self._teardown(slot, row.workdir, remove=False))
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reaper_interval)
+            try:
+                self.reap()
+            except Exception:
+                log.exception("exec-sessions: reaper failed")
+
+    def reap(self) -> None:
+        """Expire every container past its time; keep our kernels safe from the culler."""
+        now = time.time()
+        for row in self.store.running_containers():
+            if self._is_past_expiry(row, now):
+                self._expire(row)
+        ours = self.pool.kernel_ids() | {
+            s.live.kernel_id for s in self.slots.values() if s.live is not None
+        }
+        for kernel_id in ours:
+            with contextlib.suppress(Exception):
+                kernel = self.km.get_kernel(kernel_id)
+                if hasattr(kernel, "last_activity"):
+                    from jupyter_server._tz import utcnow
+
+                    kernel.last_activity = utcnow()
+
+    def check_slot(self, row: ContainerRow, slot: Slot) -> None:
+        """Raise if the container was deleted or expired while the caller waited."""
+        if slot.gone:
+            current = self.store.get_container(row.id)
+            if current is None:
+                raise ContainerNotFoundError(row.id)
+            raise ContainerExpiredError(row.id)

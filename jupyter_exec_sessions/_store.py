@@ -1,0 +1,392 @@
+"""SQLite registry: containers, their files, usage counters and the events log.
+
+One file under the extension's data dir, WAL mode, used from the server's event loop thread
+only (every statement is a few microseconds; nothing here awaits). Rows are the durable truth:
+a container and its files survive a server restart; its kernel does not.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ContainerRow", "EventRow", "FileRow", "Store"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS containers (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_active_at REAL NOT NULL,
+    expires_minutes INTEGER NOT NULL,
+    memory_limit TEXT,
+    status TEXT NOT NULL DEFAULT 'running',
+    workdir TEXT NOT NULL,
+    kernel_id TEXT,
+    executions INTEGER NOT NULL DEFAULT 0,
+    state_resets INTEGER NOT NULL DEFAULT 0,
+    state_lost INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS containers_owner ON containers(owner, n);
+CREATE TABLE IF NOT EXISTS tags (
+    container_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (container_id, kind, value)
+);
+CREATE TABLE IF NOT EXISTS files (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    container_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (container_id, path)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    container_id TEXT,
+    owner TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+"""
+
+
+@dataclass
+class ContainerRow:
+    """One container as stored."""
+
+    n: int
+    id: str
+    owner: str
+    name: str
+    created_at: int
+    last_active_at: float
+    expires_minutes: int
+    memory_limit: str | None
+    status: str
+    workdir: str
+    kernel_id: str | None
+    executions: int
+    state_resets: int
+    state_lost: bool
+
+
+@dataclass
+class FileRow:
+    """One container file as stored (``path`` is relative to the container's workdir)."""
+
+    n: int
+    id: str
+    container_id: str
+    path: str
+    bytes: int
+    source: str
+    created_at: int
+
+
+@dataclass
+class EventRow:
+    """One stored event."""
+
+    seq: int
+    id: str
+    type: str
+    created_at: float
+    container_id: str | None
+    owner: str
+    data: dict[str, Any]
+
+
+class Store:
+    """The SQLite registry. All methods are synchronous and cheap."""
+
+    def __init__(self, path: Path, *, max_events: int = 10_000) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_events = max_events
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._events_since_prune = 0
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    # ------------------------------------------------------------------ containers
+    def insert_container(
+        self,
+        *,
+        id: str,
+        owner: str,
+        name: str,
+        expires_minutes: int,
+        memory_limit: str | None,
+        workdir: str,
+        kernel_id: str | None,
+        now: float,
+    ) -> ContainerRow:
+        """Insert a new running container."""
+        self._db.execute(
+            "INSERT INTO containers (id, owner, name, created_at, last_active_at,"
+            " expires_minutes, memory_limit, workdir, kernel_id) VALUES (?,?,?,?,?,?,?,?,?)",
+            (id, owner, name, int(now), now, expires_minutes, memory_limit, workdir, kernel_id),
+        )
+        row = self.get_container(id)
+        assert row is not None
+        return row
+
+    def get_container(self, id: str) -> ContainerRow | None:
+        """Return the container row or ``None``."""
+        r = self._db.execute("SELECT * FROM containers WHERE id = ?", (id,)).fetchone()
+        return _container(r) if r else None
+
+    def count_containers(self, owner: str | None = None) -> int:
+        """Count running containers, of one owner or all."""
+        if owner is None:
+            q = self._db.execute("SELECT COUNT(*) FROM containers WHERE status = 'running'")
+        else:
+            q = self._db.execute(
+                "SELECT COUNT(*) FROM containers WHERE status = 'running' AND owner = ?",
+                (owner,),
+            )
+        return int(q.fetchone()[0])
+
+    def list_containers(
+        self, owner: str, *, after: str | None, limit: int, order: str, name: str | None
+    ) -> tuple[list[ContainerRow], bool]:
+        """A cursor page of the owner's containers and whether more follow."""
+        where = ["owner = ?"]
+        args: list[Any] = [owner]
+        if name is not None:
+            where.append("name = ?")
+            args.append(name)
+        desc = order == "desc"
+        if after is not None:
+            r = self._db.execute(
+                "SELECT n FROM containers WHERE id = ? AND owner = ?", (after, owner)
+            ).fetchone()
+            if r is None:
+                return [], False
+            where.append("n < ?" if desc else "n > ?")
+            args.append(r[0])
+        sql = (
+            f"SELECT * FROM containers WHERE {' AND '.join(where)}"
+            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
+        )
+        rows = [_container(r) for r in self._db.execute(sql, [*args, limit + 1]).fetchall()]
+        return rows[:limit], len(rows) > limit
+
+    def running_containers(self) -> list[ContainerRow]:
+        """Every container whose status is running."""
+        rows = self._db.execute("SELECT * FROM containers WHERE status = 'running'").fetchall()
+        return [_container(r) for r in rows]
+
+    def touch(self, id: str, now: float) -> None:
+        """Refresh ``last_active_at`` of a running container."""
+        self._db.execute(
+            "UPDATE containers SET last_active_at = ? WHERE id = ? AND status = 'running'",
+            (now, id),
+        )
+
+    def set_status(self, id: str, status: str) -> None:
+        """Set the container's status."""
+        self._db.execute("UPDATE containers SET status = ? WHERE id = ?", (status, id))
+
+    def set_kernel(self, id: str, kernel_id: str | None) -> None:
+        """Record the container's current kernel."""
+        self._db.execute("UPDATE containers SET kernel_id = ? WHERE id = ?", (kernel_id, id))
+
+    def mark_state_lost(self, id: str) -> None:
+        """Record that the container's interpreter state is gone (reported on next use)."""
+        self._db.execute(
+            "UPDATE containers SET state_lost = 1, state_resets = state_resets + 1 WHERE id = ?",
+            (id,),
+        )
+
+    def take_state_lost(self, id: str) -> bool:
+        """Return and clear the pending state-lost flag."""
+        r = self._db.execute("SELECT state_lost FROM containers WHERE id = ?", (id,)).fetchone()
+        if r is None or not r[0]:
+            return False
+        self._db.execute("UPDATE containers SET state_lost = 0 WHERE id = ?", (id,))
+        return True
+
+    def record_execution(
+        self, id: str, *, session_id: str | None, turn_id: str | None, now: float
+    ) -> None:
+        """Count one execution and its conversation tags; refresh activity."""
+        self._db.execute(
+            "UPDATE containers SET executions = executions + 1, last_active_at = ?"
+            " WHERE id = ? AND status = 'running'",
+            (now, id),
+        )
+        for kind, value in (("session", session_id), ("turn", turn_id)):
+            if value:
+                self._db.execute(
+                    "INSERT OR IGNORE INTO tags (container_id, kind, value) VALUES (?,?,?)",
+                    (id, kind, value),
+                )
+
+    def tag_counts(self, id: str) -> tuple[int, int]:
+        """Distinct (sessions, turns) seen on the container."""
+        rows = self._db.execute(
+            "SELECT kind, COUNT(*) FROM tags WHERE container_id = ? GROUP BY kind", (id,)
+        ).fetchall()
+        counts = {r[0]: int(r[1]) for r in rows}
+        return counts.get("session", 0), counts.get("turn", 0)
+
+    def delete_container(self, id: str) -> None:
+        """Remove the container, its files and tags."""
+        with self._db:
+            self._db.execute("DELETE FROM containers WHERE id = ?", (id,))
+            self._db.execute("DELETE FROM files WHERE container_id = ?", (id,))
+            self._db.execute("DELETE FROM tags WHERE container_id = ?", (id,))
+
+    # ------------------------------------------------------------------ files
+    def upsert_file(
+        self, *, id: str, container_id: str, path: str, size: int, source: str, now: float
+    ) -> FileRow:
+        """Insert a file, or update its size/source if the path is already known."""
+        self._db.execute(
+            "INSERT INTO files (id, container_id, path, bytes, source, created_at)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT (container_id, path) DO UPDATE SET"
+            " bytes = excluded.bytes, source = excluded.source",
+            (id, container_id, path, size, source, int(now)),
+        )
+        r = self._db.execute(
+            "SELECT * FROM files WHERE container_id = ? AND path = ?", (container_id, path)
+        ).fetchone()
+        return _file(r)
+
+    def files_of(self, container_id: str) -> list[FileRow]:
+        """Every known file of the container, oldest first."""
+        rows = self._db.execute(
+            "SELECT * FROM files WHERE container_id = ? ORDER BY n", (container_id,)
+        ).fetchall()
+        return [_file(r) for r in rows]
+
+    def get_file(self, container_id: str, file_id: str) -> FileRow | None:
+        """Return the file row or ``None``."""
+        r = self._db.execute(
+            "SELECT * FROM files WHERE container_id = ? AND id = ?", (container_id, file_id)
+        ).fetchone()
+        return _file(r) if r else None
+
+    def sync_files(
+        self, container_id: str, present: dict[str, int], new_id: Any, now: float
+    ) -> None:
+        """Make the file rows match ``present`` (relpath -> size): new paths are ``assistant``."""
+        known = {f.path: f for f in self.files_of(container_id)}
+        with self._db:
+            for path, f in known.items():
+                if path not in present:
+                    self._db.execute("DELETE FROM files WHERE n = ?", (f.n,))
+                elif present[path] != f.bytes:
+                    self._db.execute("UPDATE files SET bytes = ? WHERE n = ?", (present[path], f.n))
+            for path, size in present.items():
+                if path not in known:
+                    self._db.execute(
+                        "INSERT INTO files (id, container_id, path, bytes, source, created_at)"
+                        " VALUES (?,?,?,?,?,?)",
+                        (new_id(), container_id, path, size, "assistant", int(now)),
+                    )
+
+    def delete_file(self, container_id: str, file_id: str) -> None:
+        """Forget one file."""
+        self._db.execute(
+            "DELETE FROM files WHERE container_id = ? AND id = ?", (container_id, file_id)
+        )
+
+    # ------------------------------------------------------------------ events
+    def append_event(
+        self,
+        *,
+        id: str,
+        type: str,
+        container_id: str | None,
+        owner: str,
+        data: dict[str, Any],
+        now: float | None = None,
+    ) -> EventRow:
+        """Append an event; its ``seq`` is assigned here and only grows, across restarts."""
+        created = time.time() if now is None else now
+        cur = self._db.execute(
+            "INSERT INTO events (id, type, created_at, container_id, owner, data)"
+            " VALUES (?,?,?,?,?,?)",
+            (id, type, created, container_id, owner, json.dumps(data)),
+        )
+        seq = int(cur.lastrowid or 0)
+        self._events_since_prune += 1
+        if self._events_since_prune >= 500:
+            self._events_since_prune = 0
+            self._db.execute("DELETE FROM events WHERE seq <= ?", (seq - self.max_events,))
+        return EventRow(seq, id, type, created, container_id, owner, data)
+
+    def events_after(self, owner: str, seq: int, limit: int = 1000) -> list[EventRow]:
+        """The owner's stored events with ``seq`` greater than the given one."""
+        rows = self._db.execute(
+            "SELECT * FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (owner, seq, limit),
+        ).fetchall()
+        return [
+            EventRow(
+                r["seq"],
+                r["id"],
+                r["type"],
+                r["created_at"],
+                r["container_id"],
+                r["owner"],
+                json.loads(r["data"]),
+            )
+            for r in rows
+        ]
+
+    def last_event_seq(self) -> int:
+        """The highest event ``seq`` so far (0 when none)."""
+        r = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
+        return int(r[0] or 0)
+
+
+def _container(r: sqlite3.Row) -> ContainerRow:
+    return ContainerRow(
+        n=r["n"],
+        id=r["id"],
+        owner=r["owner"],
+        name=r["name"],
+        created_at=r["created_at"],
+        last_active_at=r["last_active_at"],
+        expires_minutes=r["expires_minutes"],
+        memory_limit=r["memory_limit"],
+        status=r["status"],
+        workdir=r["workdir"],
+        kernel_id=r["kernel_id"],
+        executions=r["executions"],
+        state_resets=r["state_resets"],
+        state_lost=bool(r["state_lost"]),
+    )
+
+
+def _file(r: sqlite3.Row) -> FileRow:
+    return FileRow(
+        n=r["n"],
+        id=r["id"],
+        container_id=r["container_id"],
+        path=r["path"],
+        bytes=r["bytes"],
+        source=r["source"],
+        created_at=r["created_at"],
+    )

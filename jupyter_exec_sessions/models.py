@@ -1,0 +1,318 @@
+"""Pydantic wire models: containers, files, executions, events and errors.
+
+These are the JSON shapes of DESIGN §3; every face (REST, MCP, HTTP client, hook, widget)
+speaks them. Field names follow the OpenAI containers API; our additions live in
+``Container.exec_sessions`` and in the execution objects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Container",
+    "ContainerDeleted",
+    "ContainerFile",
+    "ContainerFileDeleted",
+    "ContainerFileList",
+    "ContainerList",
+    "CreateContainerRequest",
+    "DisplayOutput",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorOutput",
+    "Event",
+    "ExecSessionsInfo",
+    "Execution",
+    "ExecutionMetadata",
+    "ExecutionRequest",
+    "ExecutionStatus",
+    "ExecutionStreamEvent",
+    "ExitOutcome",
+    "ExpiresAfter",
+    "ImageOutput",
+    "LogsOutput",
+    "MemoryLimit",
+    "Output",
+    "PythonExecutionRequest",
+    "ResultOutput",
+    "ShellCallOutput",
+    "ShellExecutionRequest",
+    "TimeoutOutcome",
+]
+
+MemoryLimit = Literal["1g", "4g", "16g", "64g"]
+ExecutionStatus = Literal["in_progress", "completed", "failed", "timed_out", "cancelled"]
+
+
+class _Wire(BaseModel):
+    """Base of response models: tolerant of unknown fields so newer servers stay readable."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Request(BaseModel):
+    """Base of request bodies: unknown fields are an error naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- containers
+class ExpiresAfter(BaseModel):
+    """Expiry policy: ``minutes`` after ``last_active_at``."""
+
+    model_config = ConfigDict(extra="forbid")
+    anchor: Literal["last_active_at"] = "last_active_at"
+    minutes: int = Field(default=20, ge=1, le=7 * 24 * 60)
+
+
+class ExecSessionsInfo(_Wire):
+    """Our additions to the container object: kernel and usage counters."""
+
+    kernel_id: str | None = None
+    executions: int = 0
+    sessions: int = 0
+    turns: int = 0
+    state_resets: int = 0
+    busy: bool = False
+
+
+class Container(_Wire):
+    """An OpenAI-compatible container object; one reusable Jupyter kernel + working directory."""
+
+    id: str
+    object: Literal["container"] = "container"
+    name: str
+    created_at: int
+    last_active_at: int
+    status: Literal["running", "expired"]
+    expires_after: ExpiresAfter
+    memory_limit: MemoryLimit | None = None
+    exec_sessions: ExecSessionsInfo = Field(default_factory=ExecSessionsInfo)
+
+
+class ContainerList(_Wire):
+    """A cursor page of containers."""
+
+    object: Literal["list"] = "list"
+    data: list[Container]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class ContainerDeleted(_Wire):
+    """Answer of ``DELETE /containers/{id}``."""
+
+    id: str
+    object: Literal["container.deleted"] = "container.deleted"
+    deleted: bool = True
+
+
+class CreateContainerRequest(_Request):
+    """Body of ``POST /containers``."""
+
+    name: str = Field(min_length=1, max_length=256)
+    expires_after: ExpiresAfter | None = None
+    memory_limit: MemoryLimit | None = None
+    file_ids: list[str] | None = None
+    network_policy: dict[str, Any] | None = None
+    skills: list[Any] | None = None
+
+
+# --------------------------------------------------------------------------- files
+class ContainerFile(_Wire):
+    """A file inside a container's working directory."""
+
+    id: str
+    object: Literal["container.file"] = "container.file"
+    container_id: str
+    path: str
+    bytes: int
+    source: Literal["user", "assistant"]
+    created_at: int
+
+
+class ContainerFileList(_Wire):
+    """A cursor page of container files."""
+
+    object: Literal["list"] = "list"
+    data: list[ContainerFile]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class ContainerFileDeleted(_Wire):
+    """Answer of ``DELETE /containers/{id}/files/{file_id}``."""
+
+    id: str
+    object: Literal["container.file.deleted"] = "container.file.deleted"
+    deleted: bool = True
+
+
+# --------------------------------------------------------------------------- executions
+class ExecutionMetadata(BaseModel):
+    """Conversation bookkeeping recorded on an execution."""
+
+    model_config = ConfigDict(extra="allow")
+    session_id: str | None = Field(default=None, max_length=256)
+    turn_id: str | None = Field(default=None, max_length=256)
+
+
+class PythonExecutionRequest(_Request):
+    """Run Python code in the container's kernel."""
+
+    type: Literal["python"] = "python"
+    code: str
+    timeout_ms: int | None = Field(default=None, ge=1)
+    max_output_length: int | None = Field(default=None, ge=1)
+    stream: bool = False
+    metadata: ExecutionMetadata | None = None
+
+
+class ShellExecutionRequest(_Request):
+    """Run shell commands, one after the other, in the container's persistent shell."""
+
+    type: Literal["shell"] = "shell"
+    commands: list[str] = Field(min_length=1)
+    timeout_ms: int | None = Field(default=None, ge=1)
+    max_output_length: int | None = Field(default=None, ge=1)
+    stream: bool = False
+    metadata: ExecutionMetadata | None = None
+
+
+ExecutionRequest = Annotated[
+    Union[PythonExecutionRequest, ShellExecutionRequest], Field(discriminator="type")
+]
+
+
+class LogsOutput(_Wire):
+    """Text the code wrote to stdout or stderr."""
+
+    type: Literal["logs"] = "logs"
+    stream: Literal["stdout", "stderr"] = "stdout"
+    text: str
+
+
+class ResultOutput(_Wire):
+    """The value of the last expression (``execute_result``), as a MIME bundle."""
+
+    type: Literal["result"] = "result"
+    data: dict[str, Any]
+
+
+class DisplayOutput(_Wire):
+    """Rich display data without an image (HTML, JSON, markdown, ...), as a MIME bundle."""
+
+    type: Literal["display"] = "display"
+    data: dict[str, Any]
+
+
+class ImageOutput(_Wire):
+    """An image (PNG, JPEG: base64; SVG: base64 of its text)."""
+
+    type: Literal["image"] = "image"
+    mime_type: str
+    data: str
+
+
+class ErrorOutput(_Wire):
+    """An exception raised by user code; the traceback is free of ANSI codes."""
+
+    type: Literal["error"] = "error"
+    name: str
+    value: str
+    traceback: list[str] = Field(default_factory=list)
+
+
+Output = Annotated[
+    Union[LogsOutput, ResultOutput, DisplayOutput, ImageOutput, ErrorOutput],
+    Field(discriminator="type"),
+]
+
+
+class ExitOutcome(_Wire):
+    """A shell command that finished with an exit code."""
+
+    type: Literal["exit"] = "exit"
+    exit_code: int
+
+
+class TimeoutOutcome(_Wire):
+    """A shell command that was killed because it ran out of time."""
+
+    type: Literal["timeout"] = "timeout"
+
+
+class ShellCallOutput(_Wire):
+    """One shell command's result, in the OpenAI ``shell_call_output`` shape."""
+
+    command: str
+    stdout: str = ""
+    stderr: str = ""
+    outcome: Annotated[Union[ExitOutcome, TimeoutOutcome], Field(discriminator="type")]
+
+
+class Execution(_Wire):
+    """The result of one execution request."""
+
+    id: str
+    object: Literal["container.execution"] = "container.execution"
+    container_id: str
+    type: Literal["python", "shell"]
+    status: ExecutionStatus
+    outputs: list[Output] = Field(default_factory=list)
+    shell_output: list[ShellCallOutput] | None = None
+    execution_count: int | None = None
+    truncated: bool = False
+    full_output_file: str | None = None
+    state_reset: bool = False
+    duration_ms: float = 0.0
+    metadata: ExecutionMetadata | None = None
+    created_at: int = 0
+
+
+class ExecutionStreamEvent(_Wire):
+    """One server-sent event of a streamed execution.
+
+    ``execution.started`` carries ``execution`` (status ``in_progress``), ``execution.output``
+    carries one ``output`` delta (and ``command_index`` for shell), ``execution.completed``
+    carries the final ``execution``.
+    """
+
+    type: Literal["execution.started", "execution.output", "execution.completed"]
+    seq: int
+    execution: Execution | None = None
+    output: Output | None = None
+    command_index: int | None = None
+
+
+# --------------------------------------------------------------------------- events feed
+class Event(_Wire):
+    """One event of the events feed (``GET /events``); ``data`` holds the type's fields."""
+
+    id: str
+    seq: int
+    type: str
+    created_at: float
+    container_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- errors
+class ErrorDetail(_Wire):
+    """The ``error`` member of an OpenAI error body."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorBody(_Wire):
+    """An OpenAI error body."""
+
+    error: ErrorDetail
