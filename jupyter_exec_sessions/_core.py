@@ -81,6 +81,7 @@ class Slot:
     waiting: int = 0
     running: asyncio.Task[Any] | None = None
     busy: bool = False
+    creating: bool = False
     interrupted: bool = False
     live: _Live | None = None
     gone: bool = False
@@ -317,12 +318,13 @@ class ContainerCore:
                 kernel_id=None,
                 now=time.time(),
             )
-            slot = self.slots.setdefault(container_id, Slot())
+            slot = self.slots.setdefault(container_id, Slot(creating=True))
             try:
                 async with slot.lock:
                     live, from_pool = await self._attach_kernel(container_id, workdir)
                     slot.live = live
                 # the container's life starts when it is usable, not when its row was written
+                slot.creating = False
                 row.last_active_at = time.time()
                 self.store.touch(container_id, row.last_active_at)
             except BaseException:
@@ -417,6 +419,12 @@ class ContainerCore:
 
     # ------------------------------------------------------------------ expiry
     def _is_past_expiry(self, row: ContainerRow, now: float) -> bool:
+        slot = self.slots.get(row.id)
+        if slot is not None and (slot.busy or slot.waiting or slot.creating):
+            # running or queued work is activity: a long execution never expires its container
+            row.last_active_at = now
+            self.store.touch(row.id, now)
+            return False
         return row.last_active_at + row.expires_minutes * self.config.minute_seconds < now
 
     def _expire(self, row: ContainerRow) -> None:

@@ -16,7 +16,6 @@ from ._engine import RunResult
 from ._protocol import OutputSink
 from .errors import PayloadTooLargeError, QueueFullError
 from .models import (
-    ErrorOutput,
     Execution,
     ExecutionMetadata,
     PythonExecutionRequest,
@@ -173,14 +172,6 @@ class ExecutionsMixin(ContainerCore):
         execution.execution_count = result.execution_count
         execution.truncated = result.truncated
         execution.full_output_file = result.full_output_file
-        if result.kernel_lost and result.status == "timed_out":
-            execution.outputs.append(
-                ErrorOutput(
-                    name="TimeoutError",
-                    value="The code did not stop after an interrupt, so its kernel was"
-                    " restarted: variables and imports are gone; files are kept.",
-                )
-            )
 
     async def interrupt(self, owner: str, container_id: str) -> dict[str, Any]:
         """Interrupt the running execution (interpreter state is kept)."""

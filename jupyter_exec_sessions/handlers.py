@@ -122,6 +122,12 @@ class ExecSessionsHandler(APIHandler):
         """An API never redirects to a login page: unauthenticated is a 401."""
         raise web.HTTPError(401, "Missing or invalid credentials.")
 
+    def check_xsrf_cookie(self) -> None:
+        """A request without valid credentials is a 401, not an XSRF 403."""
+        if hasattr(self, "_jupyter_current_user") and not self.current_user:
+            raise web.HTTPError(401, "Missing or invalid credentials.")
+        super().check_xsrf_cookie()
+
     def send_exec_error(self, e: ExecSessionsError) -> None:
         """Write an ``ExecSessionsError`` as its status and OpenAI body."""
         if self._finished:

@@ -193,7 +193,11 @@ def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
     srv = start_server(pool_size=1, interrupt_grace_s=1.0)
     cid = new_container(srv)
     run(srv, cid, code="lost = True\nopen('file.txt', 'w').write('kept')")
-    code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True: time.sleep(0.01)"
+    code = (
+        "import signal, time\n"
+        "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "while True: time.sleep(0.01)"
+    )
     out = run(srv, cid, code=code, timeout_ms=1000)
     assert out["status"] == "timed_out" and out["state_reset"] is True
     after = run(srv, cid, code="print(open('file.txt').read()); 'lost' in globals()")
