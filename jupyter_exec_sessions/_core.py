@@ -14,6 +14,7 @@ import logging
 import secrets
 import shutil
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -457,6 +458,14 @@ class ContainerCore:
                     from jupyter_server._tz import utcnow
 
                     kernel.last_activity = utcnow()
+
+    @contextlib.asynccontextmanager
+    async def kernel(self, row: ContainerRow, slot: Slot) -> AsyncIterator[KernelSession]:
+        """Hold the container's slot lock and yield its live kernel session."""
+        async with slot.lock:
+            self.check_slot(row, slot)
+            live = await self.ensure_live(row, slot)
+            yield live.session
 
     def check_slot(self, row: ContainerRow, slot: Slot) -> None:
         """Raise if the container was deleted or expired while the caller waited."""

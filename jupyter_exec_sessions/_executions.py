@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from typing import Any
 
@@ -99,22 +100,17 @@ class ExecutionsMixin(ContainerCore):
                 turn_id=meta.turn_id,
             )
             t0 = time.perf_counter()
-            if isinstance(request, PythonExecutionRequest):
-                coro = live.session.run_python(
-                    request.code,
-                    execution_id=execution.id,
-                    timeout_s=timeout_s,
-                    max_output_length=max_output,
-                    on_output=on_output,
-                )
-            else:
-                coro = live.session.run_shell(
-                    request.commands,
-                    execution_id=execution.id,
-                    timeout_s=timeout_s,
-                    max_output_length=max_output,
-                    on_output=on_output,
-                )
+            run = (
+                functools.partial(live.session.run_python, request.code)
+                if isinstance(request, PythonExecutionRequest)
+                else functools.partial(live.session.run_shell, request.commands)
+            )
+            coro = run(
+                execution_id=execution.id,
+                timeout_s=timeout_s,
+                max_output_length=max_output,
+                on_output=on_output,
+            )
             inner: asyncio.Task[RunResult] = asyncio.ensure_future(coro)
             slot.running = inner
             slot.busy = True

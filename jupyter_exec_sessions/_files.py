@@ -49,10 +49,8 @@ class FilesMixin(ContainerCore):
                 param="file",
             )
         row, slot = self.usable(owner, container_id)
-        async with slot.lock:
-            self.check_slot(row, slot)
-            live = await self.ensure_live(row, slot)
-            await live.session.write_file(relpath, data)
+        async with self.kernel(row, slot) as session:
+            await session.write_file(relpath, data)
         f = self.store.upsert_file(
             id=new_id("cfile_"),
             container_id=row.id,
@@ -66,10 +64,8 @@ class FilesMixin(ContainerCore):
     async def sync_files(self, owner: str, container_id: str) -> ContainerRow:
         """Bring the file registry in line with the container's real directory."""
         row, slot = self.usable(owner, container_id)
-        async with slot.lock:
-            self.check_slot(row, slot)
-            live = await self.ensure_live(row, slot)
-            stats = await live.session.list_files()
+        async with self.kernel(row, slot) as session:
+            stats = await session.list_files()
         present = {s.path: s.bytes for s in stats}
         self.store.sync_files(row.id, present, lambda: new_id("cfile_"), time.time())
         return row
@@ -111,11 +107,9 @@ class FilesMixin(ContainerCore):
             f = self.store.get_file(row.id, file_id)
             if f is None:
                 raise ContainerFileNotFoundError(file_id)
-        async with slot.lock:
-            self.check_slot(row, slot)
-            live = await self.ensure_live(row, slot)
+        async with self.kernel(row, slot) as session:
             try:
-                return await live.session.read_file(f.path)
+                return await session.read_file(f.path)
             except ContainerFileNotFoundError:
                 self.store.delete_file(row.id, file_id)
                 raise ContainerFileNotFoundError(file_id) from None
@@ -128,10 +122,8 @@ class FilesMixin(ContainerCore):
         f = self.store.get_file(row.id, file_id)
         if f is None:
             raise ContainerFileNotFoundError(file_id)
-        async with slot.lock:
-            self.check_slot(row, slot)
-            live = await self.ensure_live(row, slot)
+        async with self.kernel(row, slot) as session:
             with contextlib.suppress(ContainerFileNotFoundError):
-                await live.session.delete_file(f.path)
+                await session.delete_file(f.path)
         self.store.delete_file(row.id, file_id)
         return ContainerFileDeleted(id=file_id)

@@ -115,11 +115,9 @@ class ExecSessionsApp(ExtensionApp):
         self.handlers.extend(handlers.default_handlers)
 
     def _mcp_handlers(self) -> list[Any]:
-        try:
-            from ._mcp_handler import MCPEndpoint
-        except ImportError:  # pragma: no cover - MCP face not built yet
-            return []
-        self._mcp = MCPEndpoint(self.service)
+        from ._mcp_handler import MCPEndpoint  # imports the mcp SDK: only when serving
+
+        self._mcp = MCPEndpoint(self.service, owner_of=handlers.owner_of)
         return list(self._mcp.handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:

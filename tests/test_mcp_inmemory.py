@@ -1,0 +1,51 @@
+"""The MCP tools in-process (``mcp.Client(server)``), backed by a real server via the HTTP client.
+
+The same ``create_mcp_server`` the stdio entry point uses, without a subprocess: both protocol
+eras of the in-process transport, the default session, and a refused discovery probe.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import RunningServer
+from mcp import Client
+from mcp_types import CallToolResult, TextContent
+
+from jupyter_exec_sessions.client import AsyncClient
+from jupyter_exec_sessions.mcp_server import create_mcp_server
+
+
+def text(result: CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_in_process_tools_keep_state_in_the_default_session(
+    server: RunningServer, mode: str
+) -> None:
+    async with AsyncClient(server.url, server.token) as backend:
+        mcp_server = create_mcp_server(lambda _owner: backend, default_session=f"mem-{mode}")
+        async with Client(mcp_server, mode=mode) as client:
+            await client.call_tool("execute_python_code", {"code": "import math\nr = 2"})
+            area = await client.call_tool(
+                "execute_python_code", {"code": "round(math.pi * r**2, 2)"}
+            )
+            shell = await client.call_tool(
+                "execute_shell_commands", {"commands": ["echo $((6*7))"]}
+            )
+    assert "12.57" in text(area)
+    assert "42" in text(shell)
+    assert area.structured_content and shell.structured_content
+    assert area.structured_content["container_id"] == shell.structured_content["container_id"]
+
+
+async def test_a_server_that_requires_sessions_makes_auto_clients_use_the_handshake(
+    server: RunningServer,
+) -> None:
+    async with AsyncClient(server.url, server.token) as backend:
+        mcp_server = create_mcp_server(lambda _owner: backend, sessions_required=True)
+        async with Client(mcp_server, mode="legacy") as client:
+            tools = await client.list_tools()
+            no_session = await client.call_tool("execute_python_code", {"code": "1"})
+    assert {t.name for t in tools.tools} == {"execute_python_code", "execute_shell_commands"}
+    assert no_session.is_error and "no MCP session" in text(no_session)
