@@ -175,6 +175,12 @@ class ContainerCore:
         session.start_setup_nowait()
         live = _Live(pooled.kernel_id, session)
         kernel = self.km.get_kernel(pooled.kernel_id)
+        if hasattr(self.km, "stop_watching_activity"):
+            # jupyter_server decodes every IOPub message of every kernel a second time to track
+            # activity for its culler; our reaper owns these kernels' lifetimes, and
+            # ``_executions`` keeps ``execution_state``/``last_activity`` current instead.
+            with contextlib.suppress(Exception):
+                self.km.stop_watching_activity(pooled.kernel_id)
         if hasattr(kernel, "add_restart_callback"):
 
             def on_restart() -> None:
@@ -222,6 +228,15 @@ class ContainerCore:
         self.store.mark_state_lost(row.id)
         self.store.set_kernel(row.id, None)
         self.events.emit("kernel.restarted", owner=row.owner, container_id=row.id, reason=reason)
+
+    def mark_kernel_state(self, kernel_id: str, state: str) -> None:
+        """Keep jupyter_server's view of the kernel (``/api/kernels``) current."""
+        kernel = self.km._kernels.get(kernel_id) if hasattr(self.km, "_kernels") else None
+        if kernel is not None:
+            from jupyter_server._tz import utcnow
+
+            kernel.execution_state = state
+            kernel.last_activity = self.km.last_kernel_activity = utcnow()
 
     async def _alive(self, kernel_id: str) -> bool:
         try:

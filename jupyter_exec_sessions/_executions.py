@@ -114,6 +114,7 @@ class ExecutionsMixin(ContainerCore):
             inner: asyncio.Task[RunResult] = asyncio.ensure_future(coro)
             slot.running = inner
             slot.busy = True
+            self.mark_kernel_state(live.kernel_id, "busy")
             slot.interrupted = False
             try:
                 await asyncio.wait({inner})
@@ -126,6 +127,7 @@ class ExecutionsMixin(ContainerCore):
             finally:
                 slot.running = None
                 slot.busy = False
+                self.mark_kernel_state(live.kernel_id, "idle")
             execution.duration_ms = round((time.perf_counter() - t0) * 1000, 3)
             if inner.cancelled():
                 execution.status = "cancelled"
