@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.metadata
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -152,9 +153,11 @@ class MCPClientPool:
     """
 
     def __init__(self, *, client_name: str = "jupyter-exec-sessions-hook") -> None:
-        from . import __version__
-
-        self._client_info = Implementation(name=client_name, version=__version__)
+        try:
+            version = importlib.metadata.version("jupyter-exec-sessions")
+        except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+            version = "0"
+        self._client_info = Implementation(name=client_name, version=version)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
