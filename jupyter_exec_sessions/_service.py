@@ -7,6 +7,7 @@ that satisfies ``_protocol.ContainerBackend``.
 
 from __future__ import annotations
 
+from ._containers import ContainersMixin
 from ._core import ServiceConfig
 from ._executions import ExecutionsMixin
 from ._files import FilesMixin
@@ -22,7 +23,7 @@ from .models import (
 __all__ = ["ContainerService", "ServiceConfig", "UserContainers"]
 
 
-class ContainerService(FilesMixin, ExecutionsMixin):
+class ContainerService(ContainersMixin, FilesMixin, ExecutionsMixin):
     """Containers (lifecycle, limits, expiry, events), their files and executions."""
 
     def for_user(self, owner: str) -> UserContainers:

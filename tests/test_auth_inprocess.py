@@ -57,7 +57,7 @@ def _decorator_names(fn: ast.AsyncFunctionDef | ast.FunctionDef) -> set[str]:
 
 def test_every_handler_verb_is_authenticated_and_authorized() -> None:
     checked = 0
-    for module in ("handlers.py", "_mcp_handler.py"):
+    for module in ("handlers.py", "_http_stream.py", "_http_base.py", "_mcp_handler.py"):
         tree = ast.parse((PKG / module).read_text())
         for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
             for fn in cls.body:
