@@ -145,6 +145,7 @@ class ContainerCore:
             interrupt_grace_s=self.config.interrupt_grace_s,
         )
         await session.start()
+        await session.warm_up()
         return session
 
     async def _discard_session(self, session: KernelSession) -> None:

@@ -180,6 +180,18 @@ class KernelSession(KernelChannel):
         req = self._send(SETUP_CODE, silent=True, payload=self.setup_payload(False))
         req.background = True
 
+    async def warm_up(self, timeout_s: float = 30) -> None:
+        """Run one throw-away, history-free cell so the first real cell is not the slow one.
+
+        IPython's first non-silent cell of a process costs a few ms more than later ones; a
+        pooled kernel pays that before it is handed out.
+        """
+        async with self._lock:
+            self._usable()
+            o = await self._run_code("None", silent=False, timeout_s=timeout_s, user=False)
+            if o.lost or o.timed_out or o.died:
+                raise errors.KernelError(f"kernel warm-up failed: {self.describe(o, None)}")
+
     async def close(self) -> None:
         """Stop the channels; does not shut the kernel down."""
         self._closed = True

@@ -141,22 +141,23 @@ class ExecutionsMixin(ContainerCore):
                     await self.replace_kernel(row, slot, reason)
                     if reason == "timeout":
                         execution.state_reset = self.store.take_state_lost(row.id) or True
-            if not slot.gone:
-                self.store.record_execution(
-                    row.id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
+            with self.store.transaction():  # one commit for the counters and the event
+                if not slot.gone:
+                    self.store.record_execution(
+                        row.id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
+                    )
+                self.events.emit(
+                    "execution.completed",
+                    owner=owner,
+                    container_id=container_id,
+                    execution_id=execution.id,
+                    type=request.type,
+                    status=execution.status,
+                    duration_ms=execution.duration_ms,
+                    session_id=meta.session_id,
+                    turn_id=meta.turn_id,
+                    state_reset=execution.state_reset,
                 )
-            self.events.emit(
-                "execution.completed",
-                owner=owner,
-                container_id=container_id,
-                execution_id=execution.id,
-                type=request.type,
-                status=execution.status,
-                duration_ms=execution.duration_ms,
-                session_id=meta.session_id,
-                turn_id=meta.turn_id,
-                state_reset=execution.state_reset,
-            )
             return execution
         finally:
             slot.lock.release()

@@ -18,6 +18,13 @@ from .models import ExecutionStreamEvent, Output, PythonExecutionRequest, ShellE
 __all__ = ["EventsHandler", "ExecutionsHandler", "InterruptHandler", "ResolutionsHandler"]
 
 
+def _no_delay(handler: web.RequestHandler) -> None:
+    """Send each server-sent event at once: no Nagle delay between small writes."""
+    stream = getattr(handler.request.connection, "stream", None)
+    if stream is not None:
+        stream.set_nodelay(True)
+
+
 class ExecutionsHandler(ExecSessionsHandler):
     """``/containers/{id}/executions``: run Python or shell, buffered or streamed."""
 
@@ -84,6 +91,7 @@ class ExecutionsHandler(ExecSessionsHandler):
             if event is None:
                 break
             if first:
+                _no_delay(self)
                 self.set_header("Content-Type", "text/event-stream")
                 self.set_header("Cache-Control", "no-cache")
                 self.set_header("X-Accel-Buffering", "no")
@@ -165,6 +173,7 @@ class EventsHandler(ExecSessionsHandler):
             raise InvalidRequestError(
                 "Last-Event-ID must be an event seq (an integer).", param="Last-Event-ID"
             ) from None
+        _no_delay(self)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")

@@ -45,9 +45,11 @@ class KernelPool(Generic[T]):
         prepare: Callable[[str], Awaitable[T]],
         discard: Callable[[T], Awaitable[None]],
         log: logging.Logger | None = None,
+        refill_delay: float = 0.5,
     ) -> None:
         self.km = kernel_manager
         self.size = size
+        self.refill_delay = refill_delay
         self.kernel_name = kernel_name
         self.path = path
         self._prepare = prepare
@@ -96,14 +98,27 @@ class KernelPool(Generic[T]):
 
     # ------------------------------------------------------------------ take
     async def take(self) -> tuple[PooledKernel[T], bool]:
-        """A prepared kernel and whether it came warm from the pool (else started cold)."""
-        while self._ready:
-            item = self._ready.popleft()
+        """A prepared kernel and whether it came warm from the pool (else started cold).
+
+        The refill starts ``refill_delay`` seconds later, not at once: starting a kernel costs
+        the server's event loop several ms and a core for a while, which a just-created
+        container's first execution should not pay.
+        """
+        try:
+            while self._ready:
+                item = self._ready.popleft()
+                if await self._alive(item.kernel_id):
+                    return item, True
+                await self._dispose(item)
+            return await self._start_one(refill=False), False
+        finally:
+            self._schedule_refill()
+
+    def _schedule_refill(self) -> None:
+        if self.refill_delay <= 0:
             self._wakeup.set()
-            if await self._alive(item.kernel_id):
-                return item, True
-            await self._dispose(item)
-        return await self._start_one(), False
+        else:
+            asyncio.get_running_loop().call_later(self.refill_delay, self._wakeup.set)
 
     # ------------------------------------------------------------------ internals
     async def _refill_loop(self) -> None:
@@ -122,14 +137,15 @@ class KernelPool(Generic[T]):
                     return
                 self._ready.append(item)
 
-    async def _start_one(self) -> PooledKernel[T]:
+    async def _start_one(self, *, refill: bool = True) -> PooledKernel[T]:
         try:
             kernel_id = await ensure_async(
                 self.km.start_kernel(kernel_name=self.kernel_name, path=self.path)
             )
         except Exception as e:
             raise KernelError(f"Could not start a kernel: {e}") from e
-        self._starting.add(kernel_id)
+        if refill:  # a cold start for a caller is not a pool kernel in the making
+            self._starting.add(kernel_id)
         try:
             prepared = await self._prepare(kernel_id)
         except BaseException as e:

@@ -7,9 +7,11 @@ a container and its files survive a server restart; its kernel does not.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,20 @@ class Store:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._events_since_prune = 0
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group statements into one atomic commit (nested uses join the outer one)."""
+        if self._db.in_transaction:
+            yield
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         """Close the database."""
@@ -251,7 +267,7 @@ class Store:
 
     def delete_container(self, id: str) -> None:
         """Remove the container, its files and tags."""
-        with self._db:
+        with self.transaction():
             self._db.execute("DELETE FROM containers WHERE id = ?", (id,))
             self._db.execute("DELETE FROM files WHERE container_id = ?", (id,))
             self._db.execute("DELETE FROM tags WHERE container_id = ?", (id,))
@@ -291,7 +307,7 @@ class Store:
     ) -> None:
         """Make the file rows match ``present`` (relpath -> size): new paths are ``assistant``."""
         known = {f.path: f for f in self.files_of(container_id)}
-        with self._db:
+        with self.transaction():
             for path, f in known.items():
                 if path not in present:
                     self._db.execute("DELETE FROM files WHERE n = ?", (f.n,))
