@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import posixpath
 import time
 
-from ._core import ContainerCore, Slot, new_id
+from ._core import ContainerCore, Slot
 from ._store import ContainerRow
 from .errors import InvalidRequestError, QuotaExceededError
 from .models import (
@@ -73,38 +74,27 @@ class ContainersMixin(ContainerCore):
                 retry_after=max(1.0, cfg.reaper_interval),
             )
         t0 = time.perf_counter()
-        container_id = new_id("cntr_")
-        workdir = str(self.containers_dir / container_id)
         minutes = (
             request.expires_after or ExpiresAfter(minutes=cfg.default_expires_minutes)
         ).minutes
         self._creating[owner] = pending + 1
         try:
-            row = self.store.insert_container(
-                id=container_id,
-                owner=owner,
-                name=request.name,
-                expires_minutes=minutes,
-                memory_limit=request.memory_limit,
-                workdir=workdir,
-                kernel_id=None,
-                now=time.time(),
-            )
-            slot = self.slots.setdefault(container_id, Slot(creating=True))
-            try:
-                async with slot.lock:
-                    live, from_pool = await self._attach_kernel(container_id, workdir)
-                    slot.live = live
-                # the container's life starts when it is usable, not when its row was written
-                slot.creating = False
-                row.last_active_at = time.time()
-                self.store.touch(container_id, row.last_active_at)
-            except BaseException:
-                self.slots.pop(container_id, None)
-                self.store.delete_container(container_id)
-                raise
+            live, from_pool = await self._attach_kernel()
         finally:
             self._creating[owner] -= 1
+        workdir = live.session.workdir
+        container_id = posixpath.basename(workdir)  # chosen by the pool for this kernel
+        row = self.store.insert_container(
+            id=container_id,
+            owner=owner,
+            name=request.name,
+            expires_minutes=minutes,
+            memory_limit=request.memory_limit,
+            workdir=workdir,
+            kernel_id=live.kernel_id,
+            now=time.time(),
+        )
+        self.slots[container_id] = Slot(live=live)
         latency_ms = round((time.perf_counter() - t0) * 1000, 3)
         self.events.emit(
             "container.created",
@@ -115,7 +105,6 @@ class ContainersMixin(ContainerCore):
             latency_ms=latency_ms,
             kernel_id=live.kernel_id,
         )
-        row.kernel_id = live.kernel_id
         return self.to_container(row)
 
     def retrieve(self, owner: str, container_id: str) -> Container:

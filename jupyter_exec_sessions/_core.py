@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import posixpath
 import secrets
 import shutil
 import time
@@ -73,7 +74,6 @@ class Slot:
     waiting: int = 0
     running: asyncio.Task[Any] | None = None
     busy: bool = False
-    creating: bool = False
     interrupted: bool = False
     live: _Live | None = None
     gone: bool = False
@@ -109,7 +109,10 @@ class ContainerCore:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the pool and the reaper."""
+        """Sweep directories no container owns (a crashed pool's), start the pool and reaper."""
+        for entry in self.containers_dir.iterdir():
+            if entry.name.startswith("cntr_") and self.store.get_container(entry.name) is None:
+                await asyncio.to_thread(shutil.rmtree, entry, True)
         self.pool.start()
         self._reaper = asyncio.ensure_future(self._reap_loop())
 
@@ -139,9 +142,11 @@ class ContainerCore:
 
     # ------------------------------------------------------------------ kernels
     async def _prepare_kernel(self, kernel_id: str) -> KernelSession:
+        # A pool kernel is prepared as the container it will become: its id and directory are
+        # chosen now, so handing it out needs no set-up round trip to the kernel.
         session = KernelSession(
             self.km.get_kernel(kernel_id),
-            str(self.config.data_dir / "pool"),
+            str(self.containers_dir / new_id("cntr_")),
             interrupt_grace_s=self.config.interrupt_grace_s,
         )
         await session.start()
@@ -150,6 +155,12 @@ class ContainerCore:
 
     async def _discard_session(self, session: KernelSession) -> None:
         await session.close()
+        self._remove_unclaimed(session.workdir)
+
+    def _remove_unclaimed(self, workdir: str) -> None:
+        """Remove a pool kernel's directory that never became a container's."""
+        if self.store.get_container(posixpath.basename(workdir)) is None:
+            self.spawn(asyncio.to_thread(shutil.rmtree, workdir, True))
 
     async def _shutdown(self, live: _Live) -> None:
         with contextlib.suppress(Exception):
@@ -157,14 +168,21 @@ class ContainerCore:
         with contextlib.suppress(Exception):
             await ensure_async(self.km.shutdown_kernel(live.kernel_id, now=True))
 
-    async def _attach_kernel(self, container_id: str, workdir: str) -> tuple[_Live, bool]:
-        """Take a kernel from the pool (or start one) and bind it to the container."""
+    async def _attach_kernel(
+        self, container_id: str | None = None, workdir: str | None = None
+    ) -> tuple[_Live, bool]:
+        """Take a kernel from the pool (or start one); bind it to an existing container.
+
+        Without ``container_id`` the kernel keeps the container id and directory the pool
+        gave it (a new container). For an existing container the kernel is re-pointed at its
+        directory: the setup is pipelined, sent now and run before any later request.
+        """
         pooled, from_pool = await self.pool.take()
         session = pooled.prepared
-        # Re-point the pooled kernel at the container directory. The setup is pipelined: it
-        # is sent now and the kernel runs it before any later request of this container.
-        session.workdir = workdir
-        session.start_setup_nowait()
+        if workdir is not None and session.workdir != workdir:
+            unclaimed, session.workdir = session.workdir, workdir
+            session.start_setup_nowait()
+            self._remove_unclaimed(unclaimed)
         live = _Live(pooled.kernel_id, session)
         kernel = self.km.get_kernel(pooled.kernel_id)
         if hasattr(self.km, "stop_watching_activity"):
@@ -179,7 +197,8 @@ class ContainerCore:
                 live.restarted = True
 
             kernel.add_restart_callback(on_restart, "restart")
-        self.store.set_kernel(container_id, pooled.kernel_id)
+        if container_id is not None:
+            self.store.set_kernel(container_id, pooled.kernel_id)
         return live, from_pool
 
     async def ensure_live(self, row: ContainerRow, slot: Slot) -> _Live:
@@ -274,7 +293,7 @@ class ContainerCore:
     # ------------------------------------------------------------------ expiry
     def _is_past_expiry(self, row: ContainerRow, now: float) -> bool:
         slot = self.slots.get(row.id)
-        if slot is not None and (slot.busy or slot.waiting or slot.creating):
+        if slot is not None and (slot.busy or slot.waiting):
             # running or queued work is activity: a long execution never expires its container
             row.last_active_at = now
             self.store.touch(row.id, now)
