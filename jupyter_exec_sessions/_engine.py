@@ -163,6 +163,7 @@ class KernelSession(KernelChannel):
                 # no control channel (interrupts go through the manager)
                 await ensure_async(client.start_channels(stdin=False, hb=False, control=False))
                 await self._wait_ready(wait_ready_timeout)
+                self.start_push()
                 if wait_setup:
                     await self.setup(wait_ready_timeout)
                 else:
@@ -195,6 +196,7 @@ class KernelSession(KernelChannel):
     async def close(self) -> None:
         """Stop the channels; does not shut the kernel down."""
         self._closed = True
+        await self.stop_push()
         if self._client is not None:
             try:
                 await ensure_async(self._client.stop_channels())

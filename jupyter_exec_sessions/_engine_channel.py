@@ -7,6 +7,10 @@ a server needs: a deadline that interrupts then gives up after a grace period, `
 polling to notice a dead kernel, cancellation that interrupts, and a JSON payload in the request
 content for the helper module. Every message is routed by its parent ``msg_id``; messages of
 other requests (or other clients) are ignored.
+
+With zmq sockets (local kernels) one reader task per channel receives every message and routes
+it (push), and a request just waits to be woken; without them (the gateway client) the request
+pulls its messages with ``get_msg`` itself.
 """
 
 from __future__ import annotations
@@ -22,9 +26,12 @@ from dataclasses import dataclass
 from queue import Empty
 from typing import Any
 
+import zmq
+import zmq.asyncio
 from jupyter_core.utils import ensure_async
 
 from . import _kernel_code, _kernel_shell, errors
+from ._engine_wire import deserialize, wake
 from ._kernel_code import MODULE_NAME, PAYLOAD_KEY, RESULT_MIME, SHELL_MODULE_NAME
 
 __all__ = ["KernelChannel", "Outcome", "Req"]
@@ -55,6 +62,7 @@ class Req:
     reply: dict[str, Any] | None = None
     result: Any = None
     background: bool = False
+    waiter: asyncio.Future[None] | None = None  # set while the request waits for a push
 
 
 @dataclass
@@ -88,6 +96,10 @@ class KernelChannel:
         self._running = False
         self._interrupted = False
         self._inline = False  # a proxy dropped the payload field: pass arguments in the code
+        self._readers: list[asyncio.Task[None]] = []  # push mode: one reader per channel
+        self._push_error: Exception | None = None
+        self._push_dead: Exception | None = None
+        self._shell_sync: zmq.Socket[bytes] | None = None  # push mode: a sync shadow of shell
 
     def _usable(self) -> None:
         if self._closed or self._client is None:
@@ -141,7 +153,13 @@ class KernelChannel:
         if payload is not None:
             content[PAYLOAD_KEY] = payload
         msg = self._client.session.msg("execute_request", content)
-        self._client.shell_channel.send(msg)
+        if self._shell_sync is not None:  # what shell_channel.send does, minus a new shadow
+            self._client.session.send(self._shell_sync, msg)
+            # the send may have consumed the socket's edge-triggered wake-up: have the async
+            # socket re-check for messages to receive (what its own send does)
+            self._client.shell_channel.socket.get(zmq.EVENTS)
+        else:
+            self._client.shell_channel.send(msg)
         req = Req(msg_id=msg["header"]["msg_id"], on_iopub=on_iopub)
         self._reqs[req.msg_id] = req
         return req
@@ -186,7 +204,10 @@ class KernelChannel:
                         return out
                     next_alive = now + self.alive_poll_s
                 wait = max(0.0, min(deadline, next_alive) - now)
-                await self._pump("shell" if req.idle else "iopub", wait)
+                if self._readers:
+                    await self._wait_push(req, wait)
+                else:
+                    await self._pump("shell" if req.idle else "iopub", wait)
             return out
         except asyncio.CancelledError:
             await self._interrupt_kernel()
@@ -202,6 +223,78 @@ class KernelChannel:
             return
         except Exception as e:  # a closed socket, a dropped gateway websocket...
             raise errors.KernelError(f"Lost the connection to the kernel: {e!r}") from e
+        self._route(channel, msg)
+
+    # ------------------------------------------------------------------ push mode
+    def start_push(self) -> None:
+        """Start one reader task per channel when both are zmq.asyncio sockets (else pull)."""
+        shell = getattr(self._client.shell_channel, "socket", None)
+        iopub = getattr(self._client.iopub_channel, "socket", None)
+        if self._readers or not isinstance(shell, zmq.asyncio.Socket):
+            return
+        if isinstance(iopub, zmq.asyncio.Socket):
+            self._shell_sync = zmq.Socket.shadow(shell.underlying)
+            read = self._read
+            self._readers = [
+                asyncio.ensure_future(read("shell", shell)),
+                asyncio.ensure_future(read("iopub", iopub)),
+            ]
+
+    async def stop_push(self) -> None:
+        """Cancel the reader tasks (before the sockets are closed)."""
+        readers, self._readers = self._readers, []
+        self._shell_sync = None
+        for t in readers:
+            t.cancel()
+        if readers:
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read(self, channel: str, sock: zmq.asyncio.Socket) -> None:
+        session = self._client.session
+        while True:
+            try:
+                parts = await sock.recv_multipart()
+                msg = deserialize(session, parts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a closed socket, a message that does not deserialize...
+                err = errors.KernelError(f"Lost the connection to the kernel: {e!r}")
+                err.__cause__ = e
+                self._fail(err)
+                if sock.closed:  # no reader any more: every later request fails at once
+                    self._push_dead = err
+                    return
+                continue
+            try:
+                self._route(channel, msg)
+            except Exception as e:  # an output hook failed: the waiting request raises it
+                self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        self._push_error = e
+        for req in self._reqs.values():
+            if req.waiter is not None:
+                wake(req.waiter)
+
+    async def _wait_push(self, req: Req, timeout: float) -> None:
+        """Wait until the readers complete ``req`` (idle + reply), fail, or ``timeout``."""
+        if self._push_dead is not None:
+            raise self._push_dead
+        if self._push_error is None:
+            loop = asyncio.get_running_loop()
+            fut = req.waiter = loop.create_future()
+            timer = loop.call_later(timeout, wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                req.waiter = None
+        if self._push_error is not None:
+            e, self._push_error = self._push_error, None
+            raise e
+
+    def _route(self, channel: str, msg: dict[str, Any]) -> None:
+        """Hand one message of ``channel`` to the request it answers, if any."""
         req = self._reqs.get(msg.get("parent_header", {}).get("msg_id", ""))
         if req is None:
             return
@@ -219,6 +312,8 @@ class KernelChannel:
             req.result = content["data"][RESULT_MIME]
         elif req.on_iopub is not None:
             req.on_iopub(msg)
+        if req.waiter is not None and req.idle and req.reply is not None:
+            wake(req.waiter)
 
     async def _is_alive(self) -> bool:
         try:
