@@ -96,6 +96,7 @@ def _launch_with(
     token: str | None = None,
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
+    unset_env: tuple[str, ...] = (),
     **config: Any,
 ) -> RunningServer:
     data_dir = data_dir or (tmp / "data")
@@ -131,6 +132,8 @@ def _launch_with(
         "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
         **(env or {}),
     }
+    for name in unset_env:
+        full_env.pop(name, None)
     log_path = tmp / f"server-{port}.log"
     log = log_path.open("wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)

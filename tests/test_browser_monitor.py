@@ -11,19 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import ARTIFACTS, ROOT, free_port
+from conftest import ARTIFACTS, ROOT, RunningServer, _launch
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -65,22 +60,6 @@ NOTEBOOK = {
 }
 
 
-@dataclass
-class Lab:
-    url: str
-    token: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def api(self) -> str:
-        return f"{self.url}exec-sessions/v1/"
-
-    def http(self) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.Client(base_url=self.api, headers=headers, timeout=60)
-
-
 def require_chromium() -> None:
     if CHROMIUM.exists():
         return
@@ -91,12 +70,11 @@ def require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     require_chromium()
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "root"
-    for d in (root, tmp / "data", tmp / "runtime", tmp / "config"):
-        d.mkdir()
+    root.mkdir()
     (root / "monitor.ipynb").write_text(json.dumps(NOTEBOOK))
     # No "official Jupyter news?" toast over the screenshot.
     settings = tmp / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
@@ -104,61 +82,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    port, token = free_port(), secrets.token_hex(16)
-    args = [
-        sys.executable,
-        "-m",
-        "jupyterlab",
-        "--no-browser",
-        f"--port={port}",
-        "--ip=127.0.0.1",
-        f"--ServerApp.root_dir={root}",
-        f"--IdentityProvider.token={token}",
-        "--ServerApp.jpserver_extensions={'jupyter_exec_sessions': True}",
-        f"--ExecSessionsApp.data_dir={tmp / 'data'}",
-        "--ExecSessionsApp.pool_size=1",
-        "--LabApp.expose_app_in_browser=True",
-    ]
-    if os.geteuid() == 0:
-        args.append("--allow-root")
-    env = {
-        **os.environ,
-        "JUPYTER_DATA_DIR": str(tmp / "jdata"),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
-        "JUPYTER_PLATFORM_DIRS": "1",
-    }
-    for var in ("JUPYTER_EXEC_SESSIONS_URL", "JUPYTER_EXEC_SESSIONS_TOKEN"):
-        env.pop(var, None)  # the kernel must discover the server by itself
-    log_path = tmp / "lab.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    lab = Lab(f"http://127.0.0.1:{port}/", token, proc, log_path)
-    deadline = time.monotonic() + 60
-    with lab.http() as http:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited:\n{log_path.read_text()}")
-            try:
-                if http.get("containers", params={"limit": 1}, timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"jupyter lab did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
-    yield lab
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
+    srv = _launch(
+        tmp,
+        lab=True,
+        pool_size=1,
+        extra_args=["--LabApp.expose_app_in_browser=True"],
+        # the kernel must discover the server by itself
+        unset_env=("JUPYTER_EXEC_SESSIONS_URL", "JUPYTER_EXEC_SESSIONS_TOKEN"),
+    )
+    yield srv
+    srv.stop()
 
 
 def test_jupyterlab_renders_the_monitor_and_it_shows_containers_created_from_outside_live(
-    lab: Lab,
+    lab: RunningServer,
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
