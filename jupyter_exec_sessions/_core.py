@@ -18,6 +18,7 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -240,14 +241,20 @@ class ContainerCore:
         self.store.set_kernel(row.id, None)
         self.events.emit("kernel.restarted", owner=row.owner, container_id=row.id, reason=reason)
 
-    def mark_kernel_state(self, kernel_id: str, state: str) -> None:
-        """Keep jupyter_server's view of the kernel (``/api/kernels``) current."""
-        kernel = self.km._kernels.get(kernel_id) if hasattr(self.km, "_kernels") else None
-        if kernel is not None:
-            from jupyter_server._tz import utcnow
+    def mark_kernel_state(self, kernel_id: str, state: str | None = None) -> None:
+        """Keep jupyter_server's view of the kernel (``/api/kernels``, its culler) current.
 
+        With a ``state`` (an execution starting or ending) it is also server activity; without
+        one only the kernel's ``last_activity`` moves, so its culler leaves it alone.
+        """
+        kernel = getattr(self.km, "_kernels", {}).get(kernel_id)
+        if kernel is None:
+            return
+        now = datetime.now(timezone.utc)
+        kernel.last_activity = now
+        if state is not None:
             kernel.execution_state = state
-            kernel.last_activity = self.km.last_kernel_activity = utcnow()
+            self.km.last_kernel_activity = now
 
     async def _alive(self, kernel_id: str) -> bool:
         try:
@@ -324,12 +331,7 @@ class ContainerCore:
             s.live.kernel_id for s in self.slots.values() if s.live is not None
         }
         for kernel_id in ours:
-            with contextlib.suppress(Exception):
-                kernel = self.km.get_kernel(kernel_id)
-                if hasattr(kernel, "last_activity"):
-                    from jupyter_server._tz import utcnow
-
-                    kernel.last_activity = utcnow()
+            self.mark_kernel_state(kernel_id)
 
     @contextlib.asynccontextmanager
     async def kernel(self, row: ContainerRow, slot: Slot) -> AsyncIterator[KernelSession]:

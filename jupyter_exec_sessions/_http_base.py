@@ -79,8 +79,10 @@ def error_body(status: int, message: str, *, param: str | None = None) -> dict[s
 def validation_error(e: ValidationError) -> tuple[str, str | None]:
     """The OpenAI-style message and ``param`` for a pydantic validation error."""
     err = e.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
-    loc = loc.replace("python.", "").replace("shell.", "")
+    parts = [str(p) for p in err["loc"]]
+    if len(parts) > 1 and parts[0] in ("python", "shell"):
+        parts = parts[1:]  # the discriminated union's tag is not a field of the body
+    loc = ".".join(parts)
     if err["type"] == "missing":
         return f"Missing required parameter: '{loc}'.", loc or None
     if err["type"] == "extra_forbidden":
