@@ -17,8 +17,8 @@ __all__ = ["AsyncClient", "Client", "SessionMonitor", "__version__"]
 _LAZY = {"AsyncClient": "client", "Client": "client", "SessionMonitor": "widget"}
 
 if TYPE_CHECKING:
-    from .client import AsyncClient, Client
-    from .widget import SessionMonitor
+    from jupyter_exec_sessions.client import AsyncClient, Client
+    from jupyter_exec_sessions.widget import SessionMonitor
 
 
 def __getattr__(name: str) -> Any:
@@ -28,6 +28,6 @@ def __getattr__(name: str) -> Any:
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
-    from .app import ExecSessionsApp
+    from jupyter_exec_sessions.extension.app import ExecSessionsApp
 
-    return [{"module": "jupyter_exec_sessions.app", "app": ExecSessionsApp}]
+    return [{"module": "jupyter_exec_sessions.extension.app", "app": ExecSessionsApp}]

@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _parser().error("mcp: --url (or JUPYTER_EXEC_SESSIONS_URL) is required")
         import anyio
 
-        from .mcp_server import run_stdio
+        from jupyter_exec_sessions.mcp_server import run_stdio
 
         anyio.run(run_stdio, args.url, args.token)
         return 0

@@ -10,7 +10,7 @@ import pytest
 from conftest import RunningServer
 
 from jupyter_exec_sessions import errors
-from jupyter_exec_sessions._protocol import ContainerBackend
+from jupyter_exec_sessions._contract import ContainerBackend
 from jupyter_exec_sessions.client import AsyncClient, Client, api_base_url, error_from_response
 from jupyter_exec_sessions.models import (
     CreateContainerRequest,

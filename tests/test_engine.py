@@ -21,8 +21,8 @@ import pytest_asyncio
 from jupyter_client.manager import AsyncKernelManager
 
 from jupyter_exec_sessions import errors
-from jupyter_exec_sessions._engine import KernelSession, RunResult
-from jupyter_exec_sessions._engine_outputs import PythonOutputs
+from jupyter_exec_sessions.engine import KernelSession, RunResult
+from jupyter_exec_sessions.engine.outputs import PythonOutputs
 from jupyter_exec_sessions.models import (
     DisplayOutput,
     ErrorOutput,

@@ -1,0 +1,395 @@
+"""Request/response over one kernel's channels: the messaging core of the engine.
+
+``execute_interactive``'s loop (send an ``execute_request``, hand each IOPub message of it to an
+output hook until ``idle``, then take the reply), written over ``channel.get_msg`` rather than raw
+zmq sockets so that jupyter_server's gateway client (no sockets) works too, and extended with what
+a server needs: a deadline that interrupts then gives up after a grace period, ``is_alive``
+polling to notice a dead kernel, cancellation that interrupts, and a JSON payload in the request
+content for the helper module. Every message is routed by its parent ``msg_id``; messages of
+other requests (or other clients) are ignored.
+
+With zmq sockets (local kernels) one reader task per channel receives every message and routes
+it (push), and a request just waits to be woken; without them (the gateway client) the request
+pulls its messages with ``get_msg`` itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import Empty
+from typing import Any
+
+import zmq
+import zmq.asyncio
+from jupyter_core.utils import ensure_async
+
+from .. import errors
+from .kernel import helper as _kernel_code
+from .kernel import shell as _kernel_shell
+from .kernel.helper import MODULE_NAME, PAYLOAD_KEY, RESULT_MIME, SHELL_MODULE_NAME
+from .wire import deserialize, wake
+
+__all__ = ["KernelChannel", "Outcome", "Req"]
+
+log = logging.getLogger(__name__)
+
+#: The helper modules' sources, installed by the setup (shell first: the main one uses it).
+_MODULES = [
+    [SHELL_MODULE_NAME, inspect.getsource(_kernel_shell)],
+    [MODULE_NAME, inspect.getsource(_kernel_code)],
+]
+_HASH = hashlib.sha256(json.dumps(_MODULES).encode()).hexdigest()[:16]
+_GET_PAYLOAD = (
+    f'__import__("IPython").get_ipython().kernel.get_parent()["content"][{PAYLOAD_KEY!r}]'
+)
+#: One-line silent executes; they leave no name in the user namespace.
+SETUP_CODE = f'(lambda A: __import__("builtins").exec(A["boot"], {{"A": A}}))({_GET_PAYLOAD})'
+_CALL_CODE = f'__import__("sys").modules[{MODULE_NAME!r}].call()'
+
+
+@dataclass
+class Req:
+    """One execute request in flight and what came back for it."""
+
+    msg_id: str
+    on_iopub: Callable[[dict[str, Any]], None] | None
+    idle: bool = False
+    reply: dict[str, Any] | None = None
+    result: Any = None
+    background: bool = False
+    waiter: asyncio.Future[None] | None = None  # set while the request waits for a push
+
+
+@dataclass
+class Outcome:
+    """How an execute request ended."""
+
+    req: Req
+    timed_out: bool = False
+    died: bool = False
+    lost: bool = False  # died, or did not stop within the grace period
+
+
+class KernelChannel:
+    """Sends execute requests to one kernel and collects what comes back.
+
+    No concurrency control here: callers send one request at a time (they hold a lock).
+    """
+
+    def __init__(
+        self, kernel: Any, workdir: str, *, interrupt_grace_s: float, alive_poll_s: float
+    ) -> None:
+        self.kernel = kernel
+        self.workdir = workdir
+        self.interrupt_grace_s = interrupt_grace_s
+        self.alive_poll_s = alive_poll_s
+        self._client: Any = None
+        self._reqs: dict[str, Req] = {}
+        self._setup_error: str | None = None
+        self._lost = False
+        self._closed = False
+        self._running = False
+        self._interrupted = False
+        self._inline = False  # a proxy dropped the payload field: pass arguments in the code
+        self._readers: list[asyncio.Task[None]] = []  # push mode: one reader per channel
+        self._push_error: Exception | None = None
+        self._push_dead: Exception | None = None
+        self._shell_sync: zmq.Socket[bytes] | None = None  # push mode: a sync shadow of shell
+
+    def _usable(self) -> None:
+        if self._closed or self._client is None:
+            raise errors.KernelError("The kernel session is closed or was never started.")
+        if self._lost:
+            raise errors.KernelError("The kernel was lost; a new kernel session is needed.")
+
+    def _check_setup(self) -> None:
+        if self._setup_error is not None:
+            message, self._setup_error = self._setup_error, None
+            raise errors.KernelError(f"kernel setup failed: {message}")
+
+    async def _wait_ready(self, timeout: float) -> None:
+        """kernel_info answered on shell, and any IOPub message seen (our subscription works).
+
+        Like ``wait_for_ready`` without its fixed 0.2 s IOPub flush: stale IOPub messages are
+        harmless because every request only looks at messages whose parent is its own.
+        """
+        c = self._client
+        deadline = time.monotonic() + timeout
+        channel, resend = "shell", time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now > deadline:
+                raise errors.KernelError(f"The kernel did not answer within {timeout:g}s.")
+            if now >= resend:
+                c.kernel_info()
+                resend = now + (1.0 if channel == "shell" else 0.2)
+            try:
+                msg = await getattr(c, f"{channel}_channel").get_msg(
+                    timeout=max(0.0, min(deadline, resend) - now)
+                )
+            except Empty:
+                if not await self._is_alive():
+                    raise errors.KernelError("The kernel died while starting.") from None
+                continue
+            if channel == "iopub":
+                return
+            if msg["header"]["msg_type"] == "kernel_info_reply":
+                channel, resend = "iopub", time.monotonic() + 0.2
+
+    def _send(
+        self, code: str, *, silent: bool, payload: Any = None,
+        on_iopub: Callable[[dict[str, Any]], None] | None = None, user: bool = False,
+    ) -> Req:  # fmt: skip
+        self._usable()
+        content: dict[str, Any] = {
+            "code": code, "silent": silent, "store_history": user, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": False,
+        }  # fmt: skip
+        if payload is not None:
+            content[PAYLOAD_KEY] = payload
+        msg = self._client.session.msg("execute_request", content)
+        if self._shell_sync is not None:  # what shell_channel.send does, minus a new shadow
+            self._client.session.send(self._shell_sync, msg)
+            # the send may have consumed the socket's edge-triggered wake-up: have the async
+            # socket re-check for messages to receive (what its own send does)
+            self._client.shell_channel.socket.get(zmq.EVENTS)
+        else:
+            self._client.shell_channel.send(msg)
+        req = Req(msg_id=msg["header"]["msg_id"], on_iopub=on_iopub)
+        self._reqs[req.msg_id] = req
+        return req
+
+    async def _run_user(self, code: str, **kw: Any) -> Outcome:
+        self._running, self._interrupted = True, False
+        try:
+            return await self._run_code(code, **kw)
+        finally:
+            self._running = False
+
+    async def _run_code(
+        self, code: str, *, silent: bool, timeout_s: float, payload: Any = None,
+        on_iopub: Callable[[dict[str, Any]], None] | None = None, user: bool = False,
+        on_timeout: Callable[[], None] | None = None,
+    ) -> Outcome:  # fmt: skip
+        """Send one execute; collect until idle + reply, the deadline, or kernel death.
+
+        At the deadline: ``on_timeout()``, interrupt, and wait ``interrupt_grace_s`` more;
+        then give up with the kernel lost.
+        """
+        req = self._send(code, silent=silent, payload=payload, on_iopub=on_iopub, user=user)
+        out = Outcome(req)
+        deadline = time.monotonic() + timeout_s
+        next_alive = time.monotonic() + self.alive_poll_s
+        try:
+            while not (req.idle and req.reply is not None):
+                now = time.monotonic()
+                if now >= deadline:
+                    if out.timed_out:
+                        out.lost = self._lost = True
+                        return out
+                    out.timed_out = True
+                    deadline = now + self.interrupt_grace_s
+                    if on_timeout is not None:
+                        on_timeout()
+                    await self._interrupt_kernel()
+                    continue
+                if now >= next_alive:
+                    if not await self._is_alive():
+                        out.died = out.lost = self._lost = True
+                        return out
+                    next_alive = now + self.alive_poll_s
+                wait = max(0.0, min(deadline, next_alive) - now)
+                if self._readers:
+                    await self._wait_push(req, wait)
+                else:
+                    await self._pump("shell" if req.idle else "iopub", wait)
+            return out
+        except asyncio.CancelledError:
+            await self._interrupt_kernel()
+            raise
+        finally:
+            self._reqs.pop(req.msg_id, None)
+
+    async def _pump(self, channel: str, timeout: float) -> None:
+        """Receive at most one message of ``channel`` and route it to its request."""
+        try:
+            msg = await getattr(self._client, f"{channel}_channel").get_msg(timeout=timeout)
+        except Empty:
+            return
+        except Exception as e:  # a closed socket, a dropped gateway websocket...
+            raise errors.KernelError(f"Lost the connection to the kernel: {e!r}") from e
+        self._route(channel, msg)
+
+    # ------------------------------------------------------------------ push mode
+    def start_push(self) -> None:
+        """Start one reader task per channel when both are zmq.asyncio sockets (else pull)."""
+        shell = getattr(self._client.shell_channel, "socket", None)
+        iopub = getattr(self._client.iopub_channel, "socket", None)
+        if self._readers or not isinstance(shell, zmq.asyncio.Socket):
+            return
+        if isinstance(iopub, zmq.asyncio.Socket):
+            self._shell_sync = zmq.Socket.shadow(shell.underlying)
+            read = self._read
+            self._readers = [
+                asyncio.ensure_future(read("shell", shell)),
+                asyncio.ensure_future(read("iopub", iopub)),
+            ]
+
+    async def stop_push(self) -> None:
+        """Cancel the reader tasks (before the sockets are closed)."""
+        readers, self._readers = self._readers, []
+        self._shell_sync = None
+        for t in readers:
+            t.cancel()
+        if readers:
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read(self, channel: str, sock: zmq.asyncio.Socket) -> None:
+        session = self._client.session
+        while True:
+            try:
+                parts = await sock.recv_multipart()
+                msg = deserialize(session, parts)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a closed socket, a message that does not deserialize...
+                err = errors.KernelError(f"Lost the connection to the kernel: {e!r}")
+                err.__cause__ = e
+                self._fail(err)
+                if sock.closed:  # no reader any more: every later request fails at once
+                    self._push_dead = err
+                    return
+                continue
+            try:
+                self._route(channel, msg)
+            except Exception as e:  # an output hook failed: the waiting request raises it
+                self._fail(e)
+
+    def _fail(self, e: Exception) -> None:
+        self._push_error = e
+        for req in self._reqs.values():
+            if req.waiter is not None:
+                wake(req.waiter)
+
+    async def _wait_push(self, req: Req, timeout: float) -> None:
+        """Wait until the readers complete ``req`` (idle + reply), fail, or ``timeout``."""
+        if self._push_dead is not None:
+            raise self._push_dead
+        if self._push_error is None:
+            loop = asyncio.get_running_loop()
+            fut = req.waiter = loop.create_future()
+            timer = loop.call_later(timeout, wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                req.waiter = None
+        if self._push_error is not None:
+            e, self._push_error = self._push_error, None
+            raise e
+
+    def _route(self, channel: str, msg: dict[str, Any]) -> None:
+        """Hand one message of ``channel`` to the request it answers, if any."""
+        req = self._reqs.get(msg.get("parent_header", {}).get("msg_id", ""))
+        if req is None:
+            return
+        kind = msg["header"]["msg_type"]
+        content = msg["content"]
+        if channel == "shell":
+            req.reply = msg
+            if req.background:  # a setup sent without waiting: only its failure matters
+                self._reqs.pop(req.msg_id, None)
+                if content.get("status") != "ok":
+                    self._setup_error = f"{content.get('ename')}: {content.get('evalue')}"
+        elif kind == "status":
+            req.idle = req.idle or content.get("execution_state") == "idle"
+        elif kind == "display_data" and RESULT_MIME in content.get("data", {}):
+            req.result = content["data"][RESULT_MIME]
+        elif req.on_iopub is not None:
+            req.on_iopub(msg)
+        if req.waiter is not None and req.idle and req.reply is not None:
+            wake(req.waiter)
+
+    async def _is_alive(self) -> bool:
+        try:
+            return bool(await ensure_async(self.kernel.is_alive()))
+        except Exception:
+            log.debug("is_alive failed", exc_info=True)
+            return False
+
+    async def _interrupt_kernel(self) -> None:
+        try:
+            await asyncio.wait_for(ensure_async(self.kernel.interrupt_kernel()), 10)
+        except Exception:
+            log.warning("could not interrupt the kernel", exc_info=True)
+
+    # ------------------------------------------------------------------ helper calls
+    def setup_payload(self, publish: bool) -> dict[str, Any]:
+        """Arguments of the setup: bootstrap, helper sources, workdir."""
+        return {"boot": _kernel_code.BOOTSTRAP, "modules": _MODULES, "hash": _HASH,
+                "workdir": self.workdir, "publish": publish}  # fmt: skip
+
+    async def setup(self, timeout_s: float) -> None:
+        """Install the helper and enter the workdir; falls back to inline arguments."""
+        if not self._inline:
+            o = await self._run_code(
+                SETUP_CODE, silent=True, payload=self.setup_payload(True), timeout_s=timeout_s
+            )
+            if o.req.result is not None:
+                return
+            if o.lost or o.timed_out:
+                raise errors.KernelError(f"kernel setup failed: {self.describe(o, None)}")
+            self._inline = True  # e.g. the payload did not arrive: try with it in the code
+        payload = json.dumps(self.setup_payload(True))
+        boot = _kernel_code.BOOTSTRAP
+        code = (
+            f'__import__("builtins").exec({boot!r}, {{"A": __import__("json").loads({payload!r})}})'
+        )
+        o = await self._run_code(code, silent=True, timeout_s=timeout_s)
+        if o.req.result is None:
+            raise errors.KernelError(f"kernel setup failed: {self.describe(o, None)}")
+
+    async def call(
+        self, args: dict[str, Any], timeout_s: float, on_iopub: Callable[..., None] | None
+    ) -> tuple[Outcome, Any]:
+        """Run one helper operation; re-installs the helper if it vanished from the kernel."""
+        for attempt in range(3):
+            if self._inline:
+                code = f'__import__("sys").modules[{MODULE_NAME!r}].call({json.dumps(args)!r})'
+                o = await self._run_code(code, silent=True, on_iopub=on_iopub, timeout_s=timeout_s)
+            else:
+                o = await self._run_code(
+                    _CALL_CODE, silent=True, payload=args, on_iopub=on_iopub, timeout_s=timeout_s
+                )
+            self._check_setup()
+            r = o.req.result
+            if o.lost or o.timed_out or attempt == 2:
+                return o, r
+            if isinstance(r, dict) and r.get("error") == "no_payload":
+                self._inline = True
+                continue
+            c = (o.req.reply or {}).get("content", {})
+            if r is None and c.get("ename") == "KeyError" and MODULE_NAME in str(c.get("evalue")):
+                await self.setup(timeout_s)  # e.g. the user deleted it from sys.modules
+                continue
+            return o, r
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def describe(o: Outcome, result: Any) -> str:
+        """A short description of why a helper call produced no usable result."""
+        if o.died:
+            return "the kernel died"
+        if o.timed_out:
+            return "timed out"
+        if isinstance(result, dict) and result.get("message"):
+            return str(result["message"])
+        c = (o.req.reply or {}).get("content", {})
+        return f"{c.get('ename', 'no result')}: {c.get('evalue', '')}".strip()

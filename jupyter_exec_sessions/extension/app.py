@@ -1,0 +1,141 @@
+"""The Jupyter server extension: traitlets, wiring, start and stop.
+
+Every limit is a traitlet with a documented default; set them on the command line
+(``--ExecSessionsApp.pool_size=4``) or in ``jupyter_server_config.py``
+(``c.ExecSessionsApp.pool_size = 4``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Float, Int, Unicode, default
+
+from ..service import ContainerService, ServiceConfig
+from . import handlers
+
+__all__ = ["ExecSessionsApp"]
+
+
+class ExecSessionsApp(ExtensionApp):
+    """Serves the containers API, its events feed and the MCP endpoint."""
+
+    name = "jupyter_exec_sessions"
+    load_other_extensions = True
+
+    data_dir = Unicode(
+        help="Where the SQLite registry and the container directories live."
+        " Default: <jupyter data dir>/exec_sessions."
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.path.join(jupyter_data_dir(), "exec_sessions")
+
+    pool_size = Int(
+        2, help="Kernels kept started ahead so that creating a container is instant."
+    ).tag(config=True)
+    kernel_name = Unicode("python3", help="Kernel spec used for containers.").tag(config=True)
+    max_containers_per_user = Int(
+        20, help="Running containers one user may have; past it, create answers 429."
+    ).tag(config=True)
+    max_containers = Int(
+        100, help="Running containers on this server; past it, create answers 429."
+    ).tag(config=True)
+    max_upload_bytes = Int(
+        64 * 1024 * 1024, help="Largest file upload in bytes; past it, 413."
+    ).tag(config=True)
+    max_code_bytes = Int(
+        1024 * 1024, help="Largest code (or sum of shell commands) in bytes; past it, 413."
+    ).tag(config=True)
+    max_queue_depth = Int(
+        32, help="Executions that may wait behind the running one per container; past it, 429."
+    ).tag(config=True)
+    default_timeout_ms = Int(
+        120_000, help="Execution timeout when the request gives none (per shell command)."
+    ).tag(config=True)
+    max_timeout_ms = Int(
+        3_600_000, help="Largest timeout a request may ask for; larger values are clamped."
+    ).tag(config=True)
+    default_max_output_length = Int(
+        65_536, help="Characters of output kept when the request gives no max_output_length."
+    ).tag(config=True)
+    max_output_length_limit = Int(
+        4 * 1024 * 1024, help="Largest max_output_length a request may ask for (clamped)."
+    ).tag(config=True)
+    default_expires_minutes = Int(
+        20, help="Minutes of inactivity after which a container expires, when not given."
+    ).tag(config=True)
+    minute_seconds = Float(
+        60.0,
+        help="Real seconds in one 'minute' of expires_after. Only tests should change it.",
+    ).tag(config=True)
+    reaper_interval = Float(5.0, help="Seconds between expiry sweeps.").tag(config=True)
+    interrupt_grace_s = Float(
+        3.0,
+        help="Seconds a timed-out execution gets to stop after an interrupt before its kernel"
+        " is restarted (state_reset).",
+    ).tag(config=True)
+
+    service: ContainerService
+
+    def initialize_settings(self) -> None:
+        """Build the container service and publish it to handlers."""
+        assert self.serverapp is not None
+        config = ServiceConfig(
+            data_dir=Path(self.data_dir),
+            pool_size=self.pool_size,
+            kernel_name=self.kernel_name,
+            max_containers_per_user=self.max_containers_per_user,
+            max_containers=self.max_containers,
+            max_upload_bytes=self.max_upload_bytes,
+            max_code_bytes=self.max_code_bytes,
+            max_queue_depth=self.max_queue_depth,
+            default_timeout_ms=self.default_timeout_ms,
+            max_timeout_ms=self.max_timeout_ms,
+            default_max_output_length=self.default_max_output_length,
+            max_output_length_limit=self.max_output_length_limit,
+            default_expires_minutes=self.default_expires_minutes,
+            minute_seconds=self.minute_seconds,
+            reaper_interval=self.reaper_interval,
+            interrupt_grace_s=self.interrupt_grace_s,
+        )
+        self.service = ContainerService(self.serverapp.kernel_manager, config)
+        self.settings.update({"exec_sessions_service": self.service})
+        self._mcp: Any = None
+
+    def initialize_handlers(self) -> None:
+        """Register the REST, events and MCP handlers."""
+        self.handlers.extend(self._mcp_handlers())
+        self.handlers.extend(handlers.default_handlers)
+
+    def _mcp_handlers(self) -> list[Any]:
+        from .mcp import MCPEndpoint  # imports the mcp SDK: only when serving
+
+        self._mcp = MCPEndpoint(self.service, owner_of=handlers.owner_of)
+        return list(self._mcp.handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Start the pool, the reaper and the MCP session manager once the loop runs."""
+        await self.service.start()
+        if self._mcp is not None:
+            await self._mcp.start()
+        self.log.info(
+            "jupyter-exec-sessions: containers API at %sexec-sessions/v1 , MCP at"
+            " %sexec-sessions/mcp (pool_size=%d)",
+            serverapp.connection_url,
+            serverapp.connection_url,
+            self.pool_size,
+        )
+
+    async def stop_extension(self) -> None:
+        """Stop MCP sessions, cancel executions and shut down our kernels."""
+        if self._mcp is not None:
+            with contextlib.suppress(Exception):
+                await self._mcp.stop()
+        await self.service.stop()

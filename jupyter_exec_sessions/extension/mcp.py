@@ -1,0 +1,370 @@
+"""The streamable-HTTP MCP endpoint inside the Jupyter server: a tornado → ASGI bridge.
+
+``{base_url}exec-sessions/mcp`` serves the MCP SDK's streamable-HTTP session manager on the
+server's own port, behind the server's authentication (``Authorization: Bearer <token>``).
+Each request's ASGI scope is built from the tornado request; ``receive()`` yields the body once
+and then waits for the connection to close; ``send()`` sets status and headers and writes and
+flushes every body chunk (with TCP_NODELAY). The authenticated owner goes into the scope
+(``scope["user"]`` binds each MCP session to the owner that opened it; ``scope[OWNER_SCOPE_KEY]``
+picks the backend), and the tools call the container service in-process: no HTTP hop.
+
+One optimisation: a request without a progress token whose SSE answer turns out to be the
+answer alone is sent as ``application/json`` instead (both are valid streamable-HTTP answers),
+so that clients that stop reading an SSE body at the answer keep their keep-alive connection.
+
+Wiring in ``app.py`` (``ExtensionApp`` prepends ``base_url`` to the handler pattern)::
+
+    from .mcp import MCPEndpoint
+
+    def initialize_handlers(self) -> None:
+        self.mcp_endpoint = MCPEndpoint(self.service, owner_of=request_owner)
+        self.handlers.extend(self.mcp_endpoint.handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp) -> None:
+        await self.mcp_endpoint.start()     # holds the SDK's session_manager.run() open
+
+    async def stop_extension(self) -> None:
+        await self.mcp_endpoint.stop()
+
+``owner_of(handler) -> str`` must be the rule the REST handlers use to name the owner passed
+to ``service.for_user``: pass ``handlers.owner_of`` (the default is a copy of that rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable, MutableMapping
+from typing import Any, Protocol
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.transport_security import TransportSecuritySettings
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from .._contract import ContainerBackend
+from ..mcp_server import OWNER_SCOPE_KEY, create_mcp_server
+
+__all__ = ["AUTH_RESOURCE", "MCP_PATH", "MCPEndpoint", "MCPHandler", "mcp_handlers"]
+
+#: Authorization resource of every verb of the endpoint (``Authorizer.is_authorized``).
+AUTH_RESOURCE = "exec_sessions"
+#: Handler pattern, relative to the server's ``base_url``.
+MCP_PATH = r"/exec-sessions/mcp"
+
+OwnerOf = Callable[[Any], str]
+
+
+class _Service(Protocol):
+    """The part of ``ContainerService`` the endpoint uses."""
+
+    def for_user(self, owner: str) -> ContainerBackend:
+        """The per-owner backend."""
+        ...
+
+
+def _default_owner(handler: Any) -> str:
+    """The REST rule (``handlers.owner_of``), for when ``app.py`` passes no ``owner_of``.
+
+    jupyter_server names each token-authenticated request a fresh random anonymous user; with
+    its own identity providers the server has one user, so all map to one owner.
+    """
+    from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
+
+    if type(handler.identity_provider) in (IdentityProvider, PasswordIdentityProvider):
+        return "server-owner"
+    return str(handler.current_user.username)
+
+
+class MCPEndpoint:
+    """The MCP server, its session manager and their lifetime, for one Jupyter server."""
+
+    def __init__(
+        self,
+        service: _Service,
+        *,
+        owner_of: OwnerOf | None = None,
+        session_idle_timeout: float | None = 30 * 60,
+    ) -> None:
+        def resolve(owner: str | None) -> ContainerBackend:
+            if owner is None:  # the bridge always sets it; defensive
+                from ..errors import AuthenticationError
+
+                raise AuthenticationError("No authenticated owner on this MCP request.")
+            return service.for_user(owner)
+
+        self.owner_of: OwnerOf = owner_of or _default_owner
+        self.mcp = create_mcp_server(resolve, sessions_required=True)
+        # Builds the session manager; Jupyter checks hosts and origins itself.
+        self.mcp.streamable_http_app(
+            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+            session_idle_timeout=session_idle_timeout,
+        )
+        self.manager = self.mcp.session_manager
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._ready = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        """Whether the session manager is accepting requests."""
+        return self._ready.is_set() and not self._stopping.is_set()
+
+    def handlers(self, base_url: str = "") -> list[tuple[str, type[MCPHandler], dict[str, Any]]]:
+        """Tornado handler specs (pattern relative to ``base_url``; ExtensionApp prepends it)."""
+        pattern = base_url.rstrip("/") + MCP_PATH
+        return [(pattern, MCPHandler, {"endpoint": self})]
+
+    async def start(self) -> None:
+        """Enter the SDK's ``session_manager.run()`` in a task that lives until ``stop()``."""
+        if self._task is not None:
+            return
+
+        async def hold_open() -> None:
+            async with self.manager.run():
+                self._ready.set()
+                await self._stopping.wait()
+
+        self._task = asyncio.create_task(hold_open(), name="exec-sessions-mcp")
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # raises what stopped it
+
+    async def stop(self) -> None:
+        """Close every MCP session and leave the session manager."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(self._task, timeout=10)
+
+
+def mcp_handlers(
+    service: _Service, base_url: str = "", *, owner_of: OwnerOf | None = None
+) -> tuple[MCPEndpoint, list[tuple[str, type[MCPHandler], dict[str, Any]]]]:
+    """Shortcut: build the endpoint and its handler specs (start/stop the endpoint yourself)."""
+    endpoint = MCPEndpoint(service, owner_of=owner_of)
+    return endpoint, endpoint.handlers(base_url)
+
+
+class MCPHandler(APIHandler):
+    """Bridges one HTTP request (POST, GET stream, DELETE) to the MCP session manager."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, endpoint: MCPEndpoint) -> None:
+        """Receive the endpoint (tornado handler kwargs)."""
+        self._endpoint = endpoint
+        self._gone = asyncio.Event()
+        self._content_type = "application/json"
+        self._hold = False
+        self._held_start: MutableMapping[str, Any] | None = None
+        self._held_chunks: list[bytes] = []
+
+    def get_login_url(self) -> str:
+        """An API never redirects to a login page: unauthenticated is a 401."""
+        raise web.HTTPError(401, "Missing or invalid credentials.")
+
+    def on_connection_close(self) -> None:
+        """The client went away: ``receive()`` answers ``http.disconnect``."""
+        self._gone.set()
+
+    @web.authenticated
+    @authorized
+    async def post(self) -> None:
+        """JSON-RPC messages from the client (``tools/list``, ``tools/call``, ...)."""
+        await self._bridge()
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The session's standalone server-to-client SSE stream."""
+        await self._bridge()
+
+    @web.authenticated
+    @authorized
+    async def delete(self) -> None:
+        """End the MCP session (its containers are not deleted)."""
+        await self._bridge()
+
+    def _scope(self) -> dict[str, Any]:
+        request = self.request
+        owner = self._endpoint.owner_of(self)
+        host, _, port = (request.host or "").rpartition(":")
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": request.method,
+            "scheme": request.protocol,
+            "path": request.path,
+            "raw_path": request.path.encode("latin-1"),
+            "root_path": "",
+            "query_string": (request.query or "").encode("latin-1"),
+            "headers": [
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in request.headers.get_all()
+            ],
+            "client": (request.remote_ip or "", 0),
+            "server": (host or request.host, int(port) if port.isdigit() else 0),
+            "state": {},
+            "extensions": {},
+            "user": AuthenticatedUser(AccessToken(token="", client_id=owner, scopes=[])),
+            OWNER_SCOPE_KEY: owner,
+        }
+
+    async def _bridge(self) -> None:
+        if not self._endpoint.running:
+            raise web.HTTPError(503, "The MCP endpoint is not running.")
+        # SSE answers are written in small flushed chunks: without TCP_NODELAY, Nagle's
+        # algorithm and delayed ACKs add ~40 ms to every tool call.
+        stream = getattr(self.request.connection, "stream", None)
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.set_nodelay(True)
+        body = self.request.body or b""
+        self._hold = self.request.method == "POST" and _wants_no_stream(body)
+        body_sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await self._gone.wait()
+            return {"type": "http.disconnect"}
+
+        await self._endpoint.manager.handle_request(self._scope(), receive, self._send)
+        if self._held_start is not None:
+            await self._release()
+        if not self._finished:
+            self.finish(set_content_type=self._content_type)
+
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            if self._hold and _is_sse(message):
+                self._held_start = message  # maybe answered as JSON: see _hold_back
+                return
+            self._start(message)
+            return
+        if message["type"] != "http.response.body" or self._finished or self._gone.is_set():
+            return
+        chunk: bytes = message.get("body", b"")
+        more: bool = message.get("more_body", False)
+        if self._held_start is not None:
+            await self._hold_back(chunk, more)
+            return
+        if more:
+            if chunk:
+                self.write(chunk)
+            await self._flush()
+            return
+        if chunk:
+            self.write(chunk)
+        self.finish(set_content_type=self._content_type)
+
+    def _start(self, message: MutableMapping[str, Any], *, json_body: bool = False) -> None:
+        self.set_status(message["status"])
+        for raw_name, raw_value in message.get("headers", ()):
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            lower = name.lower()
+            if lower == "content-type":
+                self._content_type = "application/json" if json_body else value
+                self.set_header(name, self._content_type)
+            elif lower in ("content-length", "connection") or (json_body and lower in _SSE_ONLY):
+                continue  # tornado frames the body itself
+            else:
+                self.add_header(name, value)
+
+    async def _hold_back(self, chunk: bytes, more: bool) -> None:
+        """Answer a one-message SSE stream as plain JSON; anything else streams as sent.
+
+        The official MCP client closes an SSE response as soon as it has read the answer,
+        before the chunked body's end, which costs it the keep-alive connection (a new TCP
+        connection per tool call). A JSON body is read to its end, so the connection is
+        reused. Only requests without a progress token are held back, and only until a
+        second event (a notification, a keep-alive ping) shows the stream is not one answer.
+        """
+        if chunk:
+            self._held_chunks.append(chunk)
+        held = b"".join(self._held_chunks)
+        complete = held.endswith((b"\n\n", b"\r\n\r\n"))
+        data = _single_event_data(held) if complete else None
+        if not more:
+            if data is not None:
+                assert self._held_start is not None
+                self._start(self._held_start, json_body=True)
+                self._held_start = None
+                self.finish(data, set_content_type="application/json")
+                return
+            await self._release()
+            self.finish(set_content_type=self._content_type)
+            return
+        if complete and data is None and held.strip():
+            await self._release()
+
+    async def _release(self) -> None:
+        """Stream what was held back, as the SSE response it is."""
+        assert self._held_start is not None
+        self._start(self._held_start)
+        self._held_start = None
+        for chunk in self._held_chunks:
+            self.write(chunk)
+        self._held_chunks.clear()
+        await self._flush()
+
+    async def _flush(self) -> None:
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self._gone.set()
+
+
+_SSE_ONLY = frozenset({"cache-control", "x-accel-buffering"})
+
+
+def _wants_no_stream(body: bytes) -> bool:
+    """Whether a POST is one JSON-RPC request without a progress token."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return False
+    if not isinstance(message, dict) or "id" not in message or "method" not in message:
+        return False
+    params = message.get("params")
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return not (isinstance(meta, dict) and meta.get("progressToken") is not None)
+
+
+def _is_sse(message: MutableMapping[str, Any]) -> bool:
+    return any(
+        k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+        for k, v in message.get("headers", ())
+    )
+
+
+def _single_event_data(stream: bytes) -> bytes | None:
+    """The data of ``stream`` if it is exactly one complete ``message`` event, else None."""
+    text = stream.decode("utf-8", "replace").replace("\r\n", "\n")
+    if not text.endswith("\n\n"):
+        return None
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    if len(blocks) != 1:
+        return None
+    data: list[str] = []
+    for line in blocks[0].split("\n"):
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "event" and value != "message":
+            return None
+        elif field not in ("event", "id", "retry"):
+            return None  # comments (pings) and unknown fields: not a lone answer
+    return "\n".join(data).encode() if data else None

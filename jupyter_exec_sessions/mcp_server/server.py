@@ -1,0 +1,349 @@
+"""MCP tools over the containers: ``execute_python_code`` and ``execute_shell_commands``.
+
+The tools are written once against ``_protocol.ContainerBackend``; a *resolver* gives the
+backend of each call from the authenticated owner (``None`` when the transport has no
+authentication, e.g. stdio)::
+
+    in the Jupyter server   create_mcp_server(lambda owner: service.for_user(owner))
+    stdio                   create_mcp_server(lambda _owner: http_client, default_session=…)
+
+Which container a call runs in (DESIGN §3.4), first match wins:
+
+1. ``_meta["jupyter-exec-sessions/container_id"]`` of the ``tools/call`` request;
+2. the ``X-Container-Id`` header of the HTTP request that carried it;
+3. the MCP session's own container, made on its first call and reused; if it expired or was
+   deleted a new one is made and the result says that the state was reset.
+
+Turn metadata (``session_id``/``turn_id``) comes from ``_meta`` (``jupyter-exec-sessions/…`` keys,
+then Codex's ``x-codex-turn-metadata``), then the ``X-Session-Id``/``X-Turn-Id`` headers. All of a
+call's routing is read from its own request; the only state shared between calls is the map
+from MCP session to its container.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import os
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp_types import (
+    METHOD_NOT_FOUND,
+    CallToolResult,
+    ToolAnnotations,
+)
+from pydantic import Field
+
+from .. import errors
+from .._contract import ContainerBackend
+from ..models import (
+    Output,
+    PythonExecutionRequest,
+    ShellExecutionRequest,
+)
+from .render import output_text, render_execution, tool_error
+from .routing import (
+    CODEX_TURN_META_KEY,
+    CONTAINER_HEADER,
+    CONTAINER_META_KEY,
+    OWNER_SCOPE_KEY,
+    SESSION_META_KEY,
+    TURN_META_KEY,
+    CallRouting,
+    SessionContainers,
+    read_call,
+)
+
+__all__ = [
+    "CODEX_TURN_META_KEY",
+    "CONTAINER_HEADER",
+    "CONTAINER_META_KEY",
+    "OWNER_SCOPE_KEY",
+    "SESSION_META_KEY",
+    "TURN_META_KEY",
+    "BackendResolver",
+    "create_mcp_server",
+    "render_execution",
+    "run_stdio",
+]
+
+#: Gives the backend for an authenticated owner (``None``: the transport has no auth).
+BackendResolver = Callable[[str | None], ContainerBackend]
+
+log = logging.getLogger(__name__)
+
+PYTHON_DESCRIPTION = """\
+Run Python code in a persistent IPython kernel and return what it printed and produced.
+
+State persists between calls: variables, imports, functions and open files stay alive, so \
+build on earlier results instead of recomputing them. The working directory is the container's \
+own directory, shared with execute_shell_commands; write files there with relative paths and \
+they stay available to later calls. The value of the last expression is shown as `Out:`, like \
+in a notebook; print() output, stderr, rich displays and images (IPython.display, matplotlib) \
+are returned, images as image content. An exception returns its traceback: read it, fix the \
+code and call again. input() is not available. Very long output is truncated: the head and the \
+tail are kept around a marker line and the full output is saved to a file whose path is given. \
+If a result says the state was reset, variables and imports from earlier calls are gone and \
+must be recreated; the note says whether files survived."""
+
+SHELL_DESCRIPTION = """\
+Run shell commands one after the other in the container's persistent shell and return each \
+command's stdout, stderr and exit code.
+
+The shell works like one terminal kept open for you: `cd` and `export` carry over to later \
+calls. It starts in the container's working directory, the same one execute_python_code uses, \
+so files are shared between the two. Commands must not wait for interactive input. Output \
+longer than max_output_length characters is truncated: the head and the tail are kept and the \
+full output is saved to a file whose path is given. If a result says the state was reset, the \
+shell and Python state from earlier calls are gone."""
+
+INSTRUCTIONS = """\
+Stateful code execution: execute_python_code runs Python in a persistent kernel and \
+execute_shell_commands runs commands in a persistent shell; both share one working directory \
+that keeps its files between calls."""
+
+
+def _explain(exc: errors.ExecSessionsError, call: CallRouting, container_id: str | None) -> str:
+    where = {
+        "_meta": f"_meta['{CONTAINER_META_KEY}']",
+        "header": "the X-Container-Id header",
+    }.get(call.container_origin or "", "this MCP session")
+    if isinstance(exc, errors.ContainerNotFoundError):
+        return (
+            f"Container '{container_id}' (from {where}) was not found: the id is unknown, "
+            "the container was deleted, or it belongs to another user."
+        )
+    if isinstance(exc, errors.ContainerExpiredError):
+        return (
+            f"Container '{container_id}' (from {where}) is expired: its kernel was shut down "
+            "and its state is gone. Use a new container."
+        )
+    if isinstance(exc, errors.AuthenticationError):
+        return (
+            "The code execution server refused this client's credentials "
+            f"(HTTP {exc.status}: {exc.message}). Check the configured token."
+        )
+    if isinstance(exc, errors.RateLimitError):
+        return f"{exc.message} Retry in {exc.retry_after:g} s."
+    return f"Code execution service error ({exc.code}): {exc.message}"
+
+
+# --------------------------------------------------------------------------- tools
+class _Tools:
+    """The tool bodies; one instance per MCP server, holding only the session map."""
+
+    def __init__(self, resolve_backend: BackendResolver, default_session: str | None) -> None:
+        self._resolve = resolve_backend
+        self._default_session = default_session
+        self._sessions = SessionContainers()
+
+    async def run(
+        self, ctx: Context[Any, Any], request: PythonExecutionRequest | ShellExecutionRequest
+    ) -> CallToolResult:
+        call = read_call(ctx, self._default_session)
+        if call.metadata is not None:
+            request = request.model_copy(update={"metadata": call.metadata})
+        try:
+            backend = self._resolve(call.owner)
+        except errors.ExecSessionsError as exc:
+            return tool_error(_explain(exc, call, None))
+        if not call.wants_progress:
+            return await self._route(call, backend, request, None)
+        send, receive = anyio.create_memory_object_stream[Output](math.inf)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_relay_progress, ctx, receive)
+            with send:
+                return await self._route(
+                    call, backend, request, lambda output, _index: send.send_nowait(output)
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _route(
+        self,
+        call: CallRouting,
+        backend: ContainerBackend,
+        request: PythonExecutionRequest | ShellExecutionRequest,
+        sink: Callable[[Output, int | None], None] | None,
+    ) -> CallToolResult:
+        if call.container_id is not None:
+            try:
+                execution = await backend.execute(call.container_id, request, sink)
+            except errors.ExecSessionsError as exc:
+                return tool_error(_explain(exc, call, call.container_id))
+            return render_execution(execution)
+        if call.session_key is None:
+            return tool_error(
+                "This request belongs to no MCP session (a stateless request), so there is no "
+                "session container to run in. Connect with a session (the initialize "
+                f"handshake), or name a container in _meta['{CONTAINER_META_KEY}'] or the "
+                "X-Container-Id header."
+            )
+        key = (call.owner, call.session_key)
+        container_id: str | None = None
+        try:
+            container_id = await self._sessions.get(key, backend)
+            try:
+                execution = await backend.execute(container_id, request, sink)
+            except (errors.ContainerExpiredError, errors.ContainerNotFoundError) as gone:
+                stale = container_id
+                container_id = await self._sessions.replace(key, stale, backend)
+                execution = await backend.execute(container_id, request, sink)
+                why = "expired" if isinstance(gone, errors.ContainerExpiredError) else "was deleted"
+                note = (
+                    f"State reset: this session's previous container {stale} {why}, so a new "
+                    f"container ({container_id}) was started. Variables, imports and files from "
+                    "earlier calls are gone; recreate what you need."
+                )
+                return render_execution(execution, notes=[note])
+        except errors.ExecSessionsError as exc:
+            return tool_error(_explain(exc, call, container_id))
+        return render_execution(execution)
+
+
+async def _relay_progress(
+    ctx: Context[Any, Any], outputs: MemoryObjectReceiveStream[Output]
+) -> None:
+    """Send each output's text as a ``notifications/progress`` message, in order."""
+    sent = 0
+    async with outputs:
+        async for output in outputs:
+            text = output_text(output)
+            if not text:
+                continue
+            sent += 1
+            try:
+                await ctx.report_progress(sent, None, text)
+            except Exception:  # a gone client must not fail the execution
+                log.debug("progress notification dropped", exc_info=True)
+
+
+def create_mcp_server(
+    resolve_backend: BackendResolver,
+    *,
+    default_session: str | None = None,
+    name: str = "jupyter-exec-sessions",
+    sessions_required: bool = False,
+) -> MCPServer[Any]:
+    """Build the MCP server with exactly the two execution tools.
+
+    ``default_session`` is the session key for calls whose transport has no MCP session id
+    (stdio: the process is the session). ``sessions_required`` refuses ``server/discover`` so
+    that ``mode="auto"`` clients fall back to the stateful handshake, which the per-session
+    container needs (used by the streamable-HTTP endpoint).
+    """
+    server: MCPServer[Any] = _quiet_mcp_server(name, _version())
+    tools = _Tools(resolve_backend, default_session)
+
+    async def execute_python_code(
+        code: Annotated[str, Field(description="Python source to run (IPython syntax works).")],
+        timeout_seconds: Annotated[
+            float | None,
+            Field(
+                gt=0,
+                description="Stop the code after this many seconds (default: the server's "
+                "default). On timeout it is interrupted; the state is kept.",
+            ),
+        ] = None,
+        *,
+        ctx: Context[Any, Any],
+    ) -> CallToolResult:
+        timeout_ms = None if timeout_seconds is None else max(1, math.ceil(timeout_seconds * 1000))
+        return await tools.run(ctx, PythonExecutionRequest(code=code, timeout_ms=timeout_ms))
+
+    async def execute_shell_commands(
+        commands: Annotated[
+            list[str],
+            Field(min_length=1, description="Commands to run in order, e.g. ['cd data', 'ls']."),
+        ],
+        timeout_ms: Annotated[
+            int | None,
+            Field(ge=1, description="Time limit in milliseconds (default: the server's)."),
+        ] = None,
+        max_output_length: Annotated[
+            int | None,
+            Field(
+                ge=1,
+                description="Keep at most this many characters of output (head and tail); "
+                "default: the server's.",
+            ),
+        ] = None,
+        *,
+        ctx: Context[Any, Any],
+    ) -> CallToolResult:
+        return await tools.run(
+            ctx,
+            ShellExecutionRequest(
+                commands=commands, timeout_ms=timeout_ms, max_output_length=max_output_length
+            ),
+        )
+
+    # No outputSchema: structuredContent is the execution object (models.Execution), but
+    # declaring it makes the SDK validate every result on both sides (~0.4 ms per call).
+    hints = ToolAnnotations(destructive_hint=True, idempotent_hint=False, open_world_hint=True)
+    server.add_tool(
+        execute_python_code,
+        title="Run Python",
+        description=PYTHON_DESCRIPTION,
+        annotations=hints,
+    )
+    server.add_tool(
+        execute_shell_commands,
+        title="Run shell commands",
+        description=SHELL_DESCRIPTION,
+        annotations=hints,
+    )
+    if sessions_required:
+        server.middleware.append(_refuse_discover)
+    return server
+
+
+async def _refuse_discover(ctx: Any, call_next: Any) -> Any:
+    """Make ``mode="auto"`` clients use the stateful handshake (per-session containers)."""
+    if ctx.method == "server/discover":
+        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=ctx.method)
+    return await call_next(ctx)
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jupyter-exec-sessions")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkout
+        return "0"
+
+
+def _quiet_mcp_server(name: str, version: str) -> MCPServer[Any]:
+    """An ``MCPServer`` that leaves the process's logging alone.
+
+    ``MCPServer()`` calls ``logging.basicConfig`` with a rich handler at INFO; per-request
+    INFO logging through rich costs milliseconds per call. A temporary root handler makes
+    that call a no-op, and the SDK's loggers default to WARNING unless configured.
+    """
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        server: MCPServer[Any] = MCPServer(
+            name, version=version, instructions=INSTRUCTIONS, log_level="WARNING"
+        )
+    finally:
+        root.removeHandler(guard)
+    sdk = logging.getLogger("mcp")
+    if sdk.level == logging.NOTSET:
+        sdk.setLevel(logging.WARNING)
+    return server
+
+
+# --------------------------------------------------------------------------- stdio
+async def run_stdio(url: str, token: str | None) -> None:
+    """Serve the tools over stdio, executing on the server at ``url`` via the HTTP client."""
+    from ..client import AsyncClient
+
+    async with AsyncClient(url, token) as client:
+        server = create_mcp_server(lambda _owner: client, default_session=f"stdio-{os.getpid()}")
+        await server.run_stdio_async()

@@ -1,0 +1,116 @@
+"""Event bus: durable, per-user, resumable lifecycle events (DESIGN §3.3).
+
+Every event is appended to the SQLite log (so ``seq`` keeps growing across restarts and a
+consumer can resume with ``Last-Event-ID``) and pushed to live subscribers of the same owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ..models import Event
+from .store import EventRow, Store
+
+__all__ = ["EventBus"]
+
+
+class _Subscriber:
+    def __init__(self, owner: str, maxsize: int) -> None:
+        self.owner = owner
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self.overflowed = False
+
+
+def _to_event(row: EventRow) -> Event:
+    return Event(
+        id=row.id,
+        seq=row.seq,
+        type=row.type,
+        created_at=row.created_at,
+        container_id=row.container_id,
+        data=row.data,
+    )
+
+
+class EventBus:
+    """Appends events to the store and fans them out to live followers."""
+
+    def __init__(self, store: Store, *, queue_size: int = 1000) -> None:
+        self._store = store
+        self._subs: set[_Subscriber] = set()
+        self._queue_size = queue_size
+        self._closed = False
+
+    def emit(
+        self, event_type: str, /, *, owner: str, container_id: str | None = None, **data: Any
+    ) -> Event:
+        """Record one event and deliver it to the owner's followers."""
+        row = self._store.append_event(
+            id="evt_" + secrets.token_hex(12),
+            type=event_type,
+            container_id=container_id,
+            owner=owner,
+            data=data,
+        )
+        event = _to_event(row)
+        for sub in list(self._subs):
+            if sub.owner != owner or sub.overflowed:
+                continue
+            try:
+                sub.queue.put_nowait(event)
+            except asyncio.QueueFull:
+                # A follower that cannot keep up is ended; it resumes with Last-Event-ID.
+                sub.overflowed = True
+        return event
+
+    def close(self) -> None:
+        """End every follower (server shutdown)."""
+        self._closed = True
+        for sub in list(self._subs):
+            sub.overflowed = True
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
+
+    def last_seq(self) -> int:
+        """The newest event's ``seq``."""
+        return self._store.last_event_seq()
+
+    async def follow(
+        self, owner: str, after_seq: int = 0, *, heartbeat: float | None = None
+    ) -> AsyncIterator[Event | None]:
+        """Yield the owner's events with ``seq > after_seq``: stored backlog first, then live.
+
+        Yields ``None`` after ``heartbeat`` idle seconds (so a writer can send keep-alives and
+        notice a gone client). Ends when the bus closes or the follower overflowed its queue.
+        """
+        sub = _Subscriber(owner, self._queue_size)
+        self._subs.add(sub)
+        try:
+            last = after_seq
+            while True:
+                backlog = self._store.events_after(owner, last)
+                if not backlog:
+                    break
+                for row in backlog:
+                    last = row.seq
+                    yield _to_event(row)
+            while not self._closed:
+                if sub.overflowed and sub.queue.empty():
+                    return
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), heartbeat)
+                except asyncio.TimeoutError:
+                    yield None
+                    continue
+                if event is None:
+                    return
+                if event.seq <= last:
+                    continue
+                last = event.seq
+                yield event
+        finally:
+            self._subs.discard(sub)

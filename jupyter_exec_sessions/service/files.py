@@ -1,0 +1,129 @@
+"""Container files: upload, list (the real directory), retrieve, content, delete.
+
+Every operation goes through the container's kernel (``KernelSession`` file helpers) under the
+container's slot lock, so it works the same for remote kernels. The registry keeps ids,
+sources and creation times; a listing first syncs it with the directory as it really is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import time
+
+from ..errors import (
+    ContainerFileNotFoundError,
+    PayloadTooLargeError,
+)
+from ..models import ContainerFile, ContainerFileDeleted, ContainerFileList
+from .kernels import ContainerCore, new_id
+from .paths import safe_relpath
+from .store import ContainerRow, FileRow
+
+__all__ = ["FilesMixin"]
+
+
+class FilesMixin(ContainerCore):
+    """The files API of the container service."""
+
+    def _file(self, row: ContainerRow, f: FileRow) -> ContainerFile:
+        return ContainerFile(
+            id=f.id,
+            container_id=row.id,
+            path=posixpath.join(row.workdir.replace(os.sep, "/"), f.path),
+            bytes=f.bytes,
+            source=f.source,
+            created_at=f.created_at,
+        )
+
+    async def upload_file(
+        self, owner: str, container_id: str, filename: str, data: bytes
+    ) -> ContainerFile:
+        """Write an uploaded file into the container directory (through its kernel)."""
+        relpath = safe_relpath(filename)
+        if len(data) > self.config.max_upload_bytes:
+            raise PayloadTooLargeError(
+                f"The file is {len(data)} bytes; the limit is {self.config.max_upload_bytes}"
+                " bytes (max_upload_bytes).",
+                param="file",
+            )
+        row, slot = self.usable(owner, container_id)
+        async with self.kernel(row, slot) as session:
+            await session.write_file(relpath, data)
+        f = self.store.upsert_file(
+            id=new_id("cfile_"),
+            container_id=row.id,
+            path=relpath,
+            size=len(data),
+            source="user",
+            now=time.time(),
+        )
+        return self._file(row, f)
+
+    async def sync_files(self, owner: str, container_id: str) -> ContainerRow:
+        """Bring the file registry in line with the container's real directory."""
+        row, slot = self.usable(owner, container_id)
+        async with self.kernel(row, slot) as session:
+            stats = await session.list_files()
+        present = {s.path: s.bytes for s in stats}
+        self.store.sync_files(row.id, present, lambda: new_id("cfile_"), time.time())
+        return row
+
+    async def list_files(
+        self, owner: str, container_id: str, *, after: str | None, limit: int, order: str
+    ) -> ContainerFileList:
+        """A cursor page of the container's files, as they are on disk now."""
+        row = await self.sync_files(owner, container_id)
+        files = self.store.files_of(row.id)
+        if order == "desc":
+            files.reverse()
+        if after is not None:
+            ids = [f.id for f in files]
+            files = files[ids.index(after) + 1 :] if after in ids else []
+        page = files[:limit]
+        data = [self._file(row, f) for f in page]
+        return ContainerFileList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=len(files) > limit,
+        )
+
+    async def retrieve_file(self, owner: str, container_id: str, file_id: str) -> ContainerFile:
+        """One file object (checked against the real directory)."""
+        row = await self.sync_files(owner, container_id)
+        f = self.store.get_file(row.id, file_id)
+        if f is None:
+            raise ContainerFileNotFoundError(file_id)
+        return self._file(row, f)
+
+    async def file_content(self, owner: str, container_id: str, file_id: str) -> bytes:
+        """The file's bytes, read through the container's kernel."""
+        row, slot = self.usable(owner, container_id)
+        f = self.store.get_file(row.id, file_id)
+        if f is None:
+            await self.sync_files(owner, container_id)
+            f = self.store.get_file(row.id, file_id)
+            if f is None:
+                raise ContainerFileNotFoundError(file_id)
+        async with self.kernel(row, slot) as session:
+            try:
+                return await session.read_file(f.path)
+            except ContainerFileNotFoundError:
+                self.store.delete_file(row.id, file_id)
+                raise ContainerFileNotFoundError(file_id) from None
+
+    async def delete_file(
+        self, owner: str, container_id: str, file_id: str
+    ) -> ContainerFileDeleted:
+        """Delete the file from the container directory and the registry."""
+        row, slot = self.usable(owner, container_id)
+        f = self.store.get_file(row.id, file_id)
+        if f is None:
+            raise ContainerFileNotFoundError(file_id)
+        async with self.kernel(row, slot) as session:
+            with contextlib.suppress(ContainerFileNotFoundError):
+                await session.delete_file(f.path)
+        self.store.delete_file(row.id, file_id)
+        return ContainerFileDeleted(id=file_id)

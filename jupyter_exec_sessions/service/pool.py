@@ -1,0 +1,178 @@
+"""Warm kernel pool over the Jupyter server's kernel manager.
+
+``pool_size`` kernels are started (and prepared by a caller-supplied coroutine, e.g. connected
+and set up) ahead of demand; :meth:`KernelPool.take` hands one out at once and the pool refills
+in the background, one kernel at a time so that refills never starve running kernels of CPU.
+Pool kernels are ordinary kernels of the server's kernel manager (so a console can attach to a
+container's kernel later); they are not containers until taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+from jupyter_core.utils import ensure_async
+
+from ..errors import KernelError
+
+__all__ = ["KernelPool", "PooledKernel"]
+
+T = TypeVar("T")
+
+
+class PooledKernel(Generic[T]):
+    """A started, prepared kernel: its id and whatever ``prepare`` returned for it."""
+
+    def __init__(self, kernel_id: str, prepared: T) -> None:
+        self.kernel_id = kernel_id
+        self.prepared = prepared
+
+
+class KernelPool(Generic[T]):
+    """Keeps ``size`` prepared kernels ready and hands them out."""
+
+    def __init__(
+        self,
+        kernel_manager: Any,
+        *,
+        size: int,
+        kernel_name: str,
+        path: str,
+        prepare: Callable[[str], Awaitable[T]],
+        discard: Callable[[T], Awaitable[None]],
+        log: logging.Logger | None = None,
+        refill_delay: float = 0.5,
+    ) -> None:
+        self.km = kernel_manager
+        self.size = size
+        self.refill_delay = refill_delay
+        self.kernel_name = kernel_name
+        self.path = path
+        self._prepare = prepare
+        self._discard = discard
+        self.log = log or logging.getLogger(__name__)
+        self._ready: deque[PooledKernel[T]] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._starting: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start filling the pool in the background."""
+        if self._task is None and self.size > 0:
+            self._task = asyncio.ensure_future(self._refill_loop())
+            self._wakeup.set()
+
+    async def stop(self) -> None:
+        """Stop refilling and shut down every pooled kernel."""
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        while self._ready:
+            item = self._ready.popleft()
+            await self._dispose(item)
+
+    @property
+    def ready_count(self) -> int:
+        """How many kernels are ready to be taken now."""
+        return len(self._ready)
+
+    def kernel_ids(self) -> set[str]:
+        """Ids of kernels owned by the pool (ready or starting)."""
+        return {k.kernel_id for k in self._ready} | set(self._starting)
+
+    async def wait_ready(self, count: int | None = None, timeout: float = 120) -> None:
+        """Wait until ``count`` (default: ``size``) kernels are ready; for tests/benchmarks."""
+        want = self.size if count is None else count
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(self._ready) < want:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("pool did not fill in time")
+            await asyncio.sleep(0.05)
+
+    # ------------------------------------------------------------------ take
+    async def take(self) -> tuple[PooledKernel[T], bool]:
+        """A prepared kernel and whether it came warm from the pool (else started cold).
+
+        The refill starts ``refill_delay`` seconds later, not at once: starting a kernel costs
+        the server's event loop several ms and a core for a while, which a just-created
+        container's first execution should not pay.
+        """
+        try:
+            while self._ready:
+                item = self._ready.popleft()
+                if await self._alive(item.kernel_id):
+                    return item, True
+                await self._dispose(item)
+            return await self._start_one(refill=False), False
+        finally:
+            self._schedule_refill()
+
+    def _schedule_refill(self) -> None:
+        if self.refill_delay <= 0:
+            self._wakeup.set()
+        else:
+            asyncio.get_running_loop().call_later(self.refill_delay, self._wakeup.set)
+
+    # ------------------------------------------------------------------ internals
+    async def _refill_loop(self) -> None:
+        while not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while not self._closing and len(self._ready) + len(self._starting) < self.size:
+                try:
+                    item = await self._start_one()
+                except Exception:
+                    self.log.exception("exec-sessions: could not start a pool kernel")
+                    await asyncio.sleep(1.0)
+                    continue
+                if self._closing:
+                    await self._dispose(item)
+                    return
+                self._ready.append(item)
+
+    async def _start_one(self, *, refill: bool = True) -> PooledKernel[T]:
+        try:
+            kernel_id = await ensure_async(
+                self.km.start_kernel(kernel_name=self.kernel_name, path=self.path)
+            )
+        except Exception as e:
+            raise KernelError(f"Could not start a kernel: {e}") from e
+        if refill:  # a cold start for a caller is not a pool kernel in the making
+            self._starting.add(kernel_id)
+        try:
+            prepared = await self._prepare(kernel_id)
+        except BaseException as e:
+            await self._shutdown(kernel_id)
+            if isinstance(e, Exception):
+                raise KernelError(f"Kernel {kernel_id} did not become ready: {e}") from e
+            raise
+        finally:
+            self._starting.discard(kernel_id)
+        return PooledKernel(kernel_id, prepared)
+
+    async def _alive(self, kernel_id: str) -> bool:
+        try:
+            kernel = self.km.get_kernel(kernel_id)
+            return bool(await ensure_async(kernel.is_alive()))
+        except Exception:
+            return False
+
+    async def _dispose(self, item: PooledKernel[T]) -> None:
+        try:
+            await self._discard(item.prepared)
+        except Exception:
+            self.log.debug("exec-sessions: discard failed", exc_info=True)
+        await self._shutdown(item.kernel_id)
+
+    async def _shutdown(self, kernel_id: str) -> None:
+        try:
+            await ensure_async(self.km.shutdown_kernel(kernel_id, now=True))
+        except Exception:
+            self.log.debug("exec-sessions: shutdown of %s failed", kernel_id, exc_info=True)
