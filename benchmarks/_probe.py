@@ -32,38 +32,58 @@ TARGETS = [
         "tornado: JupyterHandler.prepare (auth)",
     ),
     (
-        "jupyter_exec_sessions.handlers",
+        "jupyter_exec_sessions.extension.streaming",
         "ExecutionsHandler",
         "post",
         "handler: ExecutionsHandler.post",
     ),
     (
-        "jupyter_exec_sessions.handlers",
+        "jupyter_exec_sessions.extension.handlers",
         "ContainersHandler",
         "post",
         "handler: ContainersHandler.post",
     ),
     (
-        "jupyter_exec_sessions.handlers",
+        "jupyter_exec_sessions.extension.base",
         "ExecSessionsHandler",
         "send_model",
         "handler: send_model (dump+finish)",
     ),
-    ("jupyter_exec_sessions.handlers", "ExecSessionsHandler", "json_body", "handler: json_body"),
-    ("jupyter_exec_sessions._executions", "ExecutionsMixin", "execute", "service: execute (all)"),
-    ("jupyter_exec_sessions._core", "ContainerCore", "usable", "service: usable (lookup+touch)"),
-    ("jupyter_exec_sessions._core", "ContainerCore", "ensure_live", "service: ensure_live"),
-    ("jupyter_exec_sessions._core", "ContainerCore", "create", "service: create (all)"),
-    ("jupyter_exec_sessions._core", "ContainerCore", "_attach_kernel", "service: _attach_kernel"),
-    ("jupyter_exec_sessions._core", "ContainerCore", "to_container", "service: to_container"),
-    ("jupyter_exec_sessions._pool", "KernelPool", "take", "pool: take"),
-    ("jupyter_exec_sessions._engine", "KernelSession", "run_python", "engine: run_python"),
-    ("jupyter_exec_sessions._engine", "KernelSession", "set_workdir", "engine: set_workdir"),
-    ("jupyter_exec_sessions._engine_channel", "KernelChannel", "_run_code", "engine: _run_code"),
-    ("jupyter_exec_sessions._engine_channel", "KernelChannel", "_is_alive", "engine: _is_alive"),
-    ("jupyter_exec_sessions._events", "EventBus", "emit", "events: emit (SQLite + fan-out)"),
+    (
+        "jupyter_exec_sessions.extension.base",
+        "ExecSessionsHandler",
+        "json_body",
+        "handler: json_body",
+    ),
+    ("jupyter_exec_sessions.service.executions", "Executions", "execute", "service: execute (all)"),
+    (
+        "jupyter_exec_sessions.service.containers",
+        "Containers",
+        "usable",
+        "service: usable (lookup+touch)",
+    ),
+    (
+        "jupyter_exec_sessions.service.kernels",
+        "ContainerKernels",
+        "ensure_live",
+        "service: ensure_live",
+    ),
+    ("jupyter_exec_sessions.service.containers", "Containers", "create", "service: create (all)"),
+    ("jupyter_exec_sessions.service.kernels", "ContainerKernels", "attach", "service: attach"),
+    (
+        "jupyter_exec_sessions.service.containers",
+        "Containers",
+        "to_container",
+        "service: to_container",
+    ),
+    ("jupyter_exec_sessions.service.pool", "KernelPool", "take", "pool: take"),
+    ("jupyter_exec_sessions.engine.session", "KernelSession", "run_python", "engine: run_python"),
+    ("jupyter_exec_sessions.engine.session", "KernelSession", "set_workdir", "engine: set_workdir"),
+    ("jupyter_exec_sessions.engine.channel", "KernelChannel", "_run_code", "engine: _run_code"),
+    ("jupyter_exec_sessions.engine.channel", "KernelChannel", "_is_alive", "engine: _is_alive"),
+    ("jupyter_exec_sessions.service.events", "EventBus", "emit", "events: emit (SQLite + fan-out)"),
 ]
-STORE = ("jupyter_exec_sessions._store", "Store")
+STORE = ("jupyter_exec_sessions.service.store", "Store")
 
 
 def _wrap(owner: type, name: str, label: str) -> None:
@@ -108,9 +128,9 @@ def install() -> None:
         if inspect.isfunction(fn) and not name.startswith("_"):
             _wrap(store, name, f"sqlite: Store.{name}")
     # whole request as tornado sees it (first byte parsed → finish)
-    from jupyter_exec_sessions import handlers
+    from jupyter_exec_sessions.extension import base as handlers_base
 
-    base = handlers.ExecSessionsHandler
+    base = handlers_base.ExecSessionsHandler
     original = base.on_finish
 
     def on_finish(self: Any) -> None:

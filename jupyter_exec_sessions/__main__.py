@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._contract import ENV_TOKEN, ENV_URL
+
 __all__ = ["main"]
 
 
@@ -33,13 +35,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     mcp.add_argument(
         "--url",
-        default=os.environ.get("JUPYTER_EXEC_SESSIONS_URL"),
+        default=os.environ.get(ENV_URL),
         help="the Jupyter server's base URL, e.g. http://127.0.0.1:8888/ "
         "(default: $JUPYTER_EXEC_SESSIONS_URL)",
     )
     mcp.add_argument(
         "--token",
-        default=os.environ.get("JUPYTER_EXEC_SESSIONS_TOKEN"),
+        default=os.environ.get(ENV_TOKEN),
         help="the server's token (default: $JUPYTER_EXEC_SESSIONS_TOKEN)",
     )
     commands.add_parser(

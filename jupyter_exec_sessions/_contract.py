@@ -1,29 +1,95 @@
-"""The small protocol the MCP tools (and other consumers) are written against.
+"""Wire constants, defined once, and the protocol the MCP tools are written against.
 
-Both the in-process per-user view of ``ContainerService`` (``_service.UserContainers``) and the
-typed HTTP client (``client.AsyncClient``) satisfy :class:`ContainerBackend`, so the in-server
-MCP endpoint pays no HTTP hop and the stdio MCP server reaches a remote server unchanged.
+Everything that two processes must agree on lives here: URL paths, ``_meta`` keys, headers,
+event types and id formats. Both faces of the server and every consumer (typed client, hook,
+widget, MCP tools, reference gateway) import them from this module.
+
+:class:`ContainerBackend` is what the MCP tools need: the in-process per-user view of the
+service (``service.UserContainers``) and the typed HTTP client (``client.AsyncClient``) both
+satisfy it, so the in-server MCP endpoint pays no HTTP hop and the stdio MCP server reaches a
+remote server unchanged.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
-from typing import Protocol, Union
+from typing import Final, Literal, Protocol, Union, get_args
 
-from jupyter_exec_sessions.models import (
+from .models import (
     Container,
     CreateContainerRequest,
     Execution,
+    ExecutionRequest,
     Output,
-    PythonExecutionRequest,
-    ShellExecutionRequest,
 )
 
-__all__ = ["ContainerBackend", "OutputSink"]
+__all__ = [
+    "API_PATH",
+    "AUTH_RESOURCE",
+    "CODEX_TURN_META_KEY",
+    "CONTAINER_HEADER",
+    "ENV_TOKEN",
+    "ENV_URL",
+    "EVENT_TYPES",
+    "MCP_PATH",
+    "META_CONTAINER_ID",
+    "META_SESSION_ID",
+    "META_TURN_ID",
+    "SESSION_HEADER",
+    "TURN_HEADER",
+    "ContainerBackend",
+    "EventType",
+    "OutputSink",
+    "new_id",
+]
+
+#: The containers API, relative to the Jupyter server's base URL.
+API_PATH: Final = "exec-sessions/v1"
+#: The streamable-HTTP MCP endpoint, relative to the Jupyter server's base URL.
+MCP_PATH: Final = "exec-sessions/mcp"
+#: The jupyter_server authorization resource of every route of the extension.
+AUTH_RESOURCE: Final = "exec_sessions"
+
+#: ``_meta`` key naming the container a ``tools/call`` runs in.
+META_CONTAINER_ID: Final = "jupyter-exec-sessions/container_id"
+#: ``_meta`` key carrying the conversation (session) id recorded on the execution.
+META_SESSION_ID: Final = "jupyter-exec-sessions/session_id"
+#: ``_meta`` key carrying the turn id recorded on the execution.
+META_TURN_ID: Final = "jupyter-exec-sessions/turn_id"
+#: Codex's turn metadata in ``_meta`` (an object or a JSON string with session_id / turn_id).
+CODEX_TURN_META_KEY: Final = "x-codex-turn-metadata"
+#: HTTP header naming the container (MCP requests), lower-case as ASGI gives it.
+CONTAINER_HEADER: Final = "x-container-id"
+#: HTTP header carrying the conversation id (MCP requests).
+SESSION_HEADER: Final = "x-session-id"
+#: HTTP header carrying the turn id (MCP requests).
+TURN_HEADER: Final = "x-turn-id"
+
+#: Environment variables naming a running server and its token (CLI, widget, gateway).
+ENV_URL: Final = "JUPYTER_EXEC_SESSIONS_URL"
+ENV_TOKEN: Final = "JUPYTER_EXEC_SESSIONS_TOKEN"
+
+#: Every event type of the events feed (each has a model in ``models``).
+EventType = Literal[
+    "container.created",
+    "container.resolved",
+    "container.expired",
+    "container.deleted",
+    "kernel.restarted",
+    "execution.started",
+    "execution.completed",
+]
+EVENT_TYPES: Final[tuple[str, ...]] = get_args(EventType)
 
 #: Called synchronously, in order, with each output delta of a running execution and the
 #: index of the shell command that produced it (``None`` for Python). Must not block.
 OutputSink = Callable[[Output, Union[int, None]], None]
+
+
+def new_id(prefix: str) -> str:
+    """A new random id: ``prefix`` (``cntr_``, ``cfile_``, ``exec_``, ``evt_``…) + 32 hex digits."""
+    return prefix + secrets.token_hex(16)
 
 
 class ContainerBackend(Protocol):
@@ -40,7 +106,7 @@ class ContainerBackend(Protocol):
     async def execute(
         self,
         container_id: str,
-        request: PythonExecutionRequest | ShellExecutionRequest,
+        request: ExecutionRequest,
         on_output: OutputSink | None = None,
     ) -> Execution:
         """Run one execution to completion; ``on_output`` receives deltas as they happen.

@@ -165,7 +165,3 @@ class ServiceUnavailableError(ExecSessionsError):
 
     status = 503
     code = "unavailable"
-
-
-#: Deprecated alias of :class:`ContainerFileNotFoundError`.
-FileNotFoundError_ = ContainerFileNotFoundError

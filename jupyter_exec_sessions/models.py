@@ -1,15 +1,15 @@
 """Pydantic wire models: containers, files, executions, events and errors.
 
-These are the JSON shapes of DESIGN §3; every face (REST, MCP, HTTP client, hook, widget)
-speaks them. Field names follow the OpenAI containers API; our additions live in
-``Container.exec_sessions`` and in the execution objects.
+These are the JSON shapes of the API (README lists the routes); every face (REST, MCP, HTTP
+client, hook, widget) speaks them. Field names follow the OpenAI containers API; our additions
+live in ``Container.exec_sessions`` and in the execution objects.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
     "Container",
@@ -23,7 +23,25 @@ __all__ = [
     "ErrorBody",
     "ErrorDetail",
     "ErrorOutput",
+    "EVENT_ADAPTER",
+    "EVENT_TYPE_OF_DATA",
+    "EXECUTION_REQUEST_ADAPTER",
+    "ContainerCreatedData",
+    "ContainerCreatedEvent",
+    "ContainerDeletedData",
+    "ContainerDeletedEvent",
+    "ContainerExpiredData",
+    "ContainerExpiredEvent",
+    "ContainerResolvedData",
+    "ContainerResolvedEvent",
     "Event",
+    "EventData",
+    "ExecutionCompletedData",
+    "ExecutionCompletedEvent",
+    "ExecutionStartedData",
+    "ExecutionStartedEvent",
+    "KernelRestartedData",
+    "KernelRestartedEvent",
     "ExecSessionsInfo",
     "Execution",
     "ExecutionMetadata",
@@ -37,6 +55,7 @@ __all__ = [
     "MemoryLimit",
     "Output",
     "PythonExecutionRequest",
+    "ResolutionRequest",
     "ResultOutput",
     "ShellCallOutput",
     "ShellExecutionRequest",
@@ -189,6 +208,10 @@ ExecutionRequest = Annotated[
 ]
 
 
+#: Validates an ``ExecutionRequest`` (either type) from a mapping or JSON.
+EXECUTION_REQUEST_ADAPTER: TypeAdapter[ExecutionRequest] = TypeAdapter(ExecutionRequest)
+
+
 class LogsOutput(_Wire):
     """Text the code wrote to stdout or stderr."""
 
@@ -291,15 +314,166 @@ class ExecutionStreamEvent(_Wire):
 
 
 # --------------------------------------------------------------------------- events feed
-class Event(_Wire):
-    """One event of the events feed (``GET /events``); ``data`` holds the type's fields."""
+# Each event of ``GET /events`` is ``{id, seq, type, created_at, container_id, data}``; ``type``
+# selects the model of ``data``. ``Event`` is the discriminated union of all of them.
+class ContainerCreatedData(_Wire):
+    """``container.created``: a container was made, from the warm pool or from a cold kernel."""
 
+    name: str
+    from_pool: bool
+    latency_ms: float
+    kernel_id: str | None = None
+
+
+class ResolutionRequest(_Request):
+    """Body of ``POST /containers/{id}/resolutions``: a session hook's decision."""
+
+    origin: Literal["explicit", "history", "created", "replaced"]
+    previous_id: str | None = Field(default=None, max_length=128)
+    session_id: str | None = Field(default=None, max_length=512)
+
+
+class ContainerResolvedData(_Wire):
+    """``container.resolved``: a session hook decided which container a conversation uses."""
+
+    origin: Literal["explicit", "history", "created", "replaced"]
+    previous_id: str | None = None
+    session_id: str | None = None
+
+
+class ContainerExpiredData(_Wire):
+    """``container.expired``: the container passed its idle time; its kernel was shut down."""
+
+
+class ContainerDeletedData(_Wire):
+    """``container.deleted``: the container was deleted; its executions were cancelled."""
+
+
+class KernelRestartedData(_Wire):
+    """``kernel.restarted``: the container's interpreter state is gone.
+
+    ``reason``: ``kernel_died``, ``timeout`` (an interrupt was ignored), ``server_restart``.
+    """
+
+    reason: str
+    kernel_id: str | None = None
+
+
+class ExecutionStartedData(_Wire):
+    """``execution.started``: an execution left the queue and runs in the kernel."""
+
+    execution_id: str
+    type: Literal["python", "shell"]
+    session_id: str | None = None
+    turn_id: str | None = None
+
+
+class ExecutionCompletedData(_Wire):
+    """``execution.completed``: one for every started execution, whatever its end."""
+
+    execution_id: str
+    type: Literal["python", "shell"]
+    status: ExecutionStatus
+    duration_ms: float
+    session_id: str | None = None
+    turn_id: str | None = None
+    state_reset: bool = False
+
+
+EventData = Union[
+    ContainerCreatedData,
+    ContainerResolvedData,
+    ContainerExpiredData,
+    ContainerDeletedData,
+    KernelRestartedData,
+    ExecutionStartedData,
+    ExecutionCompletedData,
+]
+
+
+class _EventBase(_Wire):
     id: str
     seq: int
-    type: str
     created_at: float
     container_id: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContainerCreatedEvent(_EventBase):
+    """See :class:`ContainerCreatedData`."""
+
+    type: Literal["container.created"] = "container.created"
+    data: ContainerCreatedData
+
+
+class ContainerResolvedEvent(_EventBase):
+    """See :class:`ContainerResolvedData`."""
+
+    type: Literal["container.resolved"] = "container.resolved"
+    data: ContainerResolvedData
+
+
+class ContainerExpiredEvent(_EventBase):
+    """See :class:`ContainerExpiredData`."""
+
+    type: Literal["container.expired"] = "container.expired"
+    data: ContainerExpiredData = Field(default_factory=ContainerExpiredData)
+
+
+class ContainerDeletedEvent(_EventBase):
+    """See :class:`ContainerDeletedData`."""
+
+    type: Literal["container.deleted"] = "container.deleted"
+    data: ContainerDeletedData = Field(default_factory=ContainerDeletedData)
+
+
+class KernelRestartedEvent(_EventBase):
+    """See :class:`KernelRestartedData`."""
+
+    type: Literal["kernel.restarted"] = "kernel.restarted"
+    data: KernelRestartedData
+
+
+class ExecutionStartedEvent(_EventBase):
+    """See :class:`ExecutionStartedData`."""
+
+    type: Literal["execution.started"] = "execution.started"
+    data: ExecutionStartedData
+
+
+class ExecutionCompletedEvent(_EventBase):
+    """See :class:`ExecutionCompletedData`."""
+
+    type: Literal["execution.completed"] = "execution.completed"
+    data: ExecutionCompletedData
+
+
+#: One event of the events feed, told apart by ``type``.
+Event = Annotated[
+    Union[
+        ContainerCreatedEvent,
+        ContainerResolvedEvent,
+        ContainerExpiredEvent,
+        ContainerDeletedEvent,
+        KernelRestartedEvent,
+        ExecutionStartedEvent,
+        ExecutionCompletedEvent,
+    ],
+    Field(discriminator="type"),
+]
+
+#: Validates an ``Event`` from JSON or a mapping (``EVENT_ADAPTER.validate_json(text)``).
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+#: The event type of each data model (what ``EventBus.emit`` records).
+EVENT_TYPE_OF_DATA: dict[type[_Wire], str] = {
+    ContainerCreatedData: "container.created",
+    ContainerResolvedData: "container.resolved",
+    ContainerExpiredData: "container.expired",
+    ContainerDeletedData: "container.deleted",
+    KernelRestartedData: "kernel.restarted",
+    ExecutionStartedData: "execution.started",
+    ExecutionCompletedData: "execution.completed",
+}
 
 
 # --------------------------------------------------------------------------- errors

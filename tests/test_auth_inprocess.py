@@ -16,7 +16,7 @@ from pytest_jupyter.jupyter_core import *  # noqa: F403 - pytest-jupyter fixture
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 from tornado.httpclient import HTTPClientError
 
-PKG = Path(__file__).resolve().parent.parent / "jupyter_exec_sessions"
+EXTENSION = Path(__file__).resolve().parent.parent / "jupyter_exec_sessions" / "extension"
 VERBS = {"get", "post", "put", "patch", "delete", "head", "options"}
 
 ROUTES = [
@@ -57,16 +57,22 @@ def _decorator_names(fn: ast.AsyncFunctionDef | ast.FunctionDef) -> set[str]:
 
 def test_every_handler_verb_is_authenticated_and_authorized() -> None:
     checked = 0
-    for module in ("handlers.py", "_http_stream.py", "_http_base.py", "_mcp_handler.py"):
-        tree = ast.parse((PKG / module).read_text())
+    executing = set()
+    for module in sorted(EXTENSION.glob("*.py")):
+        tree = ast.parse(module.read_text())
         for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
             for fn in cls.body:
                 if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name in VERBS:
                     names = _decorator_names(fn)
-                    assert "web.authenticated" in names, f"{module}:{cls.name}.{fn.name}"
-                    assert "authorized" in names, f"{module}:{cls.name}.{fn.name}"
+                    where = f"{module.name}:{cls.name}.{fn.name}"
+                    assert "web.authenticated" in names, where
+                    assert names & {"authorized", "authorized_to_execute"}, where
+                    if "authorized_to_execute" in names:
+                        executing.add(f"{cls.name}.{fn.name}")
                     checked += 1
     assert checked >= 15
+    # running code is authorized as jupyter_server authorizes it for kernels: action "execute"
+    assert {"ExecutionsHandler.post", "MCPHandler.post"} <= executing
 
 
 def test_every_route_refuses_requests_without_credentials(

@@ -26,9 +26,9 @@ from mcp_types import CallToolResult, ImageContent, TextContent
 from jupyter_exec_sessions.client import AsyncClient
 from jupyter_exec_sessions.mcp_server import (
     CODEX_TURN_META_KEY,
-    CONTAINER_META_KEY,
-    SESSION_META_KEY,
-    TURN_META_KEY,
+    META_CONTAINER_ID,
+    META_SESSION_ID,
+    META_TURN_ID,
 )
 from jupyter_exec_sessions.models import PythonExecutionRequest
 
@@ -122,7 +122,7 @@ async def test_meta_container_id_routes_the_call_to_that_container(server: Runni
         box = await rest.create_container(name="mcp-meta")
         await rest.execute(box.id, PythonExecutionRequest(code="where = 'rest-made'"))
     async with mcp(server) as client:
-        routed = await client.call_tool(PY, {"code": "where"}, meta={CONTAINER_META_KEY: box.id})
+        routed = await client.call_tool(PY, {"code": "where"}, meta={META_CONTAINER_ID: box.id})
         unrouted = await client.call_tool(PY, {"code": "where"})
     assert container_of(routed) == box.id and "'rest-made'" in text(routed)
     assert container_of(unrouted) != box.id and "NameError" in text(unrouted)
@@ -137,7 +137,7 @@ async def test_x_container_id_header_routes_calls_and_meta_wins_over_it(
     async with mcp(server, {"X-Container-Id": by_header.id}) as client:
         first = await client.call_tool(PY, {"code": "import os\nmark = 'h'"})
         second = await client.call_tool(PY, {"code": "mark"})
-        meta = await client.call_tool(PY, {"code": "mark"}, meta={CONTAINER_META_KEY: by_meta.id})
+        meta = await client.call_tool(PY, {"code": "mark"}, meta={META_CONTAINER_ID: by_meta.id})
     assert container_of(first) == container_of(second) == by_header.id
     assert "'h'" in text(second)
     assert container_of(meta) == by_meta.id and "NameError" in text(meta)
@@ -157,7 +157,7 @@ async def test_sixteen_parallel_calls_on_one_connection_each_run_in_their_own_co
         async def call(i: int) -> None:
             cid = a.id if i % 2 == 0 else b.id
             code = f"import time\ntime.sleep(0.02)\nf'{{who}}-{i}'"
-            results[i] = await client.call_tool(PY, {"code": code}, meta={CONTAINER_META_KEY: cid})
+            results[i] = await client.call_tool(PY, {"code": code}, meta={META_CONTAINER_ID: cid})
 
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
@@ -203,13 +203,13 @@ async def test_turn_metadata_from_meta_codex_and_headers_is_counted_on_the_conta
 ) -> None:
     async with api(server) as rest:
         box = await rest.create_container(name="mcp-turns")
-    target = {CONTAINER_META_KEY: box.id}
+    target = {META_CONTAINER_ID: box.id}
     async with mcp(server) as client:
         r1 = await client.call_tool(
-            PY, {"code": "1"}, meta={**target, SESSION_META_KEY: "conv-1", TURN_META_KEY: "turn-1"}
+            PY, {"code": "1"}, meta={**target, META_SESSION_ID: "conv-1", META_TURN_ID: "turn-1"}
         )
         await client.call_tool(
-            PY, {"code": "2"}, meta={**target, SESSION_META_KEY: "conv-1", TURN_META_KEY: "turn-2"}
+            PY, {"code": "2"}, meta={**target, META_SESSION_ID: "conv-1", META_TURN_ID: "turn-2"}
         )
         codex = json.dumps({"session_id": "conv-2", "turn_id": "turn-3"})
         r3 = await client.call_tool(PY, {"code": "3"}, meta={**target, CODEX_TURN_META_KEY: codex})
@@ -258,7 +258,7 @@ async def test_a_stateless_2026_client_runs_in_named_containers_and_is_told_why_
     async with httpx.AsyncClient(headers=server.headers) as http:
         transport = streamable_http_client(server.mcp_url, http_client=http)
         async with Client(transport, mode="2026-07-28", read_timeout_seconds=90) as client:
-            named = await client.call_tool(PY, {"code": "6 * 7"}, meta={CONTAINER_META_KEY: box.id})
+            named = await client.call_tool(PY, {"code": "6 * 7"}, meta={META_CONTAINER_ID: box.id})
             unnamed = await client.call_tool(PY, {"code": "6 * 7"})
     assert container_of(named) == box.id and "42" in text(named)
     assert unnamed.is_error and "no MCP session" in text(unnamed)
@@ -395,7 +395,7 @@ def test_lone_answers_come_as_json_and_progress_calls_stream_as_sse(
 async def test_an_unknown_container_is_a_tool_error_naming_it(server: RunningServer) -> None:
     missing = "cntr_" + "0" * 32
     async with mcp(server) as client:
-        by_meta = await client.call_tool(PY, {"code": "1"}, meta={CONTAINER_META_KEY: missing})
+        by_meta = await client.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: missing})
     async with mcp(server, {"X-Container-Id": missing}) as client:
         by_header = await client.call_tool(SH, {"commands": ["true"]})
     for result in (by_meta, by_header):
@@ -458,8 +458,8 @@ async def test_another_users_container_and_mcp_session_are_out_of_reach(
         connect(users_server.mcp_url, "alice-secret") as alice,
         connect(users_server.mcp_url, "bob-secret") as bob,
     ):
-        ok = await alice.call_tool(PY, {"code": "1"}, meta={CONTAINER_META_KEY: mine.id})
-        foreign = await bob.call_tool(PY, {"code": "1"}, meta={CONTAINER_META_KEY: mine.id})
+        ok = await alice.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: mine.id})
+        foreign = await bob.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: mine.id})
         alice_session = await alice.call_tool(PY, {"code": "2"})
         bob_session = await bob.call_tool(PY, {"code": "2"})
     assert not ok.is_error
@@ -507,6 +507,6 @@ async def test_an_expired_explicit_container_is_a_tool_error(users_server: Runni
                 if event.type == "container.expired" and event.container_id == box.id:
                     break
     async with connect(users_server.mcp_url, "alice-secret") as client:
-        result = await client.call_tool(PY, {"code": "1"}, meta={CONTAINER_META_KEY: box.id})
+        result = await client.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: box.id})
     assert result.is_error is True
     assert box.id in text(result) and "expired" in text(result)

@@ -21,7 +21,7 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
 from jupyter_exec_sessions.client import AsyncClient
-from jupyter_exec_sessions.mcp_server import CONTAINER_META_KEY, SESSION_META_KEY, TURN_META_KEY
+from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
 from jupyter_exec_sessions.models import PythonExecutionRequest
 
 PY = "execute_python_code"
@@ -93,7 +93,7 @@ async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         messages.append(message or "")
 
-    meta = {CONTAINER_META_KEY: box.id, SESSION_META_KEY: "conv-9", TURN_META_KEY: "turn-9"}
+    meta = {META_CONTAINER_ID: box.id, META_SESSION_ID: "conv-9", META_TURN_ID: "turn-9"}
     async with connect(server, mode="legacy") as client:
         result = await client.call_tool(
             PY,
@@ -102,7 +102,7 @@ async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
             progress_callback=on_progress,
         )
         missing = await client.call_tool(
-            PY, {"code": "1"}, meta={CONTAINER_META_KEY: "cntr_" + "f" * 32}
+            PY, {"code": "1"}, meta={META_CONTAINER_ID: "cntr_" + "f" * 32}
         )
     assert container_of(result) == box.id and "'made-by-rest'" in text(result)
     assert any("streamed" in m for m in messages), messages

@@ -24,7 +24,8 @@ from conftest import ROOT, RunningServer
 from nbclient import NotebookClient
 
 from jupyter_exec_sessions import SessionMonitor
-from jupyter_exec_sessions.widget import ENV_TOKEN, ENV_URL, discover_server
+from jupyter_exec_sessions._contract import ENV_TOKEN, ENV_URL
+from jupyter_exec_sessions.widget import discover_server
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

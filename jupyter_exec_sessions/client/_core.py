@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Union
@@ -18,32 +18,28 @@ import httpx2
 from pydantic import TypeAdapter
 
 from .. import errors
+from .._contract import API_PATH
 from ..errors import ExecSessionsError
 from ..models import (
+    EVENT_ADAPTER,
     CreateContainerRequest,
     Event,
     Execution,
+    ExecutionRequest,
     ExecutionStreamEvent,
     ExpiresAfter,
     MemoryLimit,
-    Output,
-    PythonExecutionRequest,
-    ShellExecutionRequest,
 )
 
 __all__ = ["API_PATH", "api_base_url", "error_from_response"]
 
-#: Path of the API under the Jupyter server's base URL.
-API_PATH = "exec-sessions/v1"
 
 _DEFAULT_TIMEOUT = httpx2.Timeout(60.0)
 _STREAM_TIMEOUT = httpx2.Timeout(60.0, read=None)  # executions and feeds: the server bounds them
 _EXEC_ADAPTER: TypeAdapter[Execution] = TypeAdapter(Execution)
 
 FileInput = Union[bytes, str, Path, IO[bytes]]
-ExecRequest = Union[PythonExecutionRequest, ShellExecutionRequest]
-#: Same shape as ``_protocol.OutputSink``: each output delta and its shell command index.
-OutputSink = Callable[[Output, Union[int, None]], None]
+ExecRequest = ExecutionRequest
 
 
 def api_base_url(url: str) -> str:
@@ -56,7 +52,7 @@ def api_base_url(url: str) -> str:
 _BY_CODE: dict[str, type[ExecSessionsError]] = {
     "container_expired": errors.ContainerExpiredError,
     "container_not_found": errors.ContainerNotFoundError,
-    "file_not_found": errors.FileNotFoundError_,
+    "file_not_found": errors.ContainerFileNotFoundError,
     "payload_too_large": errors.PayloadTooLargeError,
     "quota_exceeded": errors.QuotaExceededError,
     "queue_full": errors.QueueFullError,
@@ -195,7 +191,7 @@ def _stream_event(data: str, event_name: str) -> ExecutionStreamEvent | None:
 
 
 def _feed_event(data: str) -> Event | None:
-    return Event.model_validate_json(data) if data.strip() else None
+    return EVENT_ADAPTER.validate_json(data) if data.strip() else None
 
 
 def _incomplete() -> ExecSessionsError:

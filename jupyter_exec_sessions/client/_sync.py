@@ -8,6 +8,7 @@ from typing import Literal
 
 import httpx2
 
+from .._contract import OutputSink
 from ..models import (
     Container,
     ContainerDeleted,
@@ -28,7 +29,6 @@ from ._core import (
     _STREAM_TIMEOUT,
     ExecRequest,
     FileInput,
-    OutputSink,
     _Base,
     _Call,
     _create_request,

@@ -23,18 +23,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from hmac import compare_digest
 from queue import Empty
 from typing import Any
 
 import zmq
 import zmq.asyncio
+from jupyter_client.adapter import adapt
+from jupyter_client.session import Session
 from jupyter_core.utils import ensure_async
 
 from .. import errors
 from .kernel import helper as _kernel_code
 from .kernel import shell as _kernel_shell
 from .kernel.helper import MODULE_NAME, PAYLOAD_KEY, RESULT_MIME, SHELL_MODULE_NAME
-from .wire import deserialize, wake
 
 __all__ = ["KernelChannel", "Outcome", "Req"]
 
@@ -52,6 +54,40 @@ _GET_PAYLOAD = (
 #: One-line silent executes; they leave no name in the user namespace.
 SETUP_CODE = f'(lambda A: __import__("builtins").exec(A["boot"], {{"A": A}}))({_GET_PAYLOAD})'
 _CALL_CODE = f'__import__("sys").modules[{MODULE_NAME!r}].call()'
+
+
+# --------------------------------------------------------------------------- push-mode helpers
+def wake(fut: asyncio.Future[None]) -> None:
+    """Resolve ``fut`` unless it is already done."""
+    if not fut.done():
+        fut.set_result(None)
+
+
+def deserialize(session: Session, parts: list[bytes]) -> dict[str, Any]:
+    """``session.deserialize`` (same checks) without parsing header dates: nothing reads them."""
+    msg_list: list[bytes] = session.feed_identities(parts)[1]  # type: ignore[assignment]
+    if session.auth is not None:
+        sig = msg_list[0]
+        if not sig or sig in session.digest_history:
+            raise ValueError(f"Unsigned or duplicate signature: {sig!r}")
+        session._add_digest(sig)
+        if not compare_digest(sig, session.sign(msg_list[1:5])):
+            raise ValueError(f"Invalid Signature: {sig!r}")
+    if len(msg_list) < 5:
+        raise TypeError("malformed message, must have at least 5 elements")
+    unpack = session.unpack
+    header = unpack(msg_list[1])
+    return adapt(
+        {
+            "header": header,
+            "msg_id": header["msg_id"],
+            "msg_type": header["msg_type"],
+            "parent_header": unpack(msg_list[2]),
+            "metadata": unpack(msg_list[3]),
+            "content": unpack(msg_list[4]),
+            "buffers": [memoryview(b) for b in msg_list[5:]],
+        }
+    )
 
 
 @dataclass
@@ -144,14 +180,23 @@ class KernelChannel:
                 channel, resend = "iopub", time.monotonic() + 0.2
 
     def _send(
-        self, code: str, *, silent: bool, payload: Any = None,
-        on_iopub: Callable[[dict[str, Any]], None] | None = None, user: bool = False,
-    ) -> Req:  # fmt: skip
+        self,
+        code: str,
+        *,
+        silent: bool,
+        payload: Any = None,
+        on_iopub: Callable[[dict[str, Any]], None] | None = None,
+        user: bool = False,
+    ) -> Req:
         self._usable()
         content: dict[str, Any] = {
-            "code": code, "silent": silent, "store_history": user, "user_expressions": {},
-            "allow_stdin": False, "stop_on_error": False,
-        }  # fmt: skip
+            "code": code,
+            "silent": silent,
+            "store_history": user,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": False,
+        }
         if payload is not None:
             content[PAYLOAD_KEY] = payload
         msg = self._client.session.msg("execute_request", content)
@@ -174,10 +219,16 @@ class KernelChannel:
             self._running = False
 
     async def _run_code(
-        self, code: str, *, silent: bool, timeout_s: float, payload: Any = None,
-        on_iopub: Callable[[dict[str, Any]], None] | None = None, user: bool = False,
+        self,
+        code: str,
+        *,
+        silent: bool,
+        timeout_s: float,
+        payload: Any = None,
+        on_iopub: Callable[[dict[str, Any]], None] | None = None,
+        user: bool = False,
         on_timeout: Callable[[], None] | None = None,
-    ) -> Outcome:  # fmt: skip
+    ) -> Outcome:
         """Send one execute; collect until idle + reply, the deadline, or kernel death.
 
         At the deadline: ``on_timeout()``, interrupt, and wait ``interrupt_grace_s`` more;
@@ -333,8 +384,13 @@ class KernelChannel:
     # ------------------------------------------------------------------ helper calls
     def setup_payload(self, publish: bool) -> dict[str, Any]:
         """Arguments of the setup: bootstrap, helper sources, workdir."""
-        return {"boot": _kernel_code.BOOTSTRAP, "modules": _MODULES, "hash": _HASH,
-                "workdir": self.workdir, "publish": publish}  # fmt: skip
+        return {
+            "boot": _kernel_code.BOOTSTRAP,
+            "modules": _MODULES,
+            "hash": _HASH,
+            "workdir": self.workdir,
+            "publish": publish,
+        }
 
     async def setup(self, timeout_s: float) -> None:
         """Install the helper and enter the workdir; falls back to inline arguments."""

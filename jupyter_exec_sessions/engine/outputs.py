@@ -1,11 +1,11 @@
 """Maps a Python execution's IOPub messages to outputs, under an output budget.
 
-Used by ``_engine``. Text outputs (stdout/stderr logs and the ``text/plain`` of results) share
-one budget of ``limit`` characters. Past it the final outputs keep the first 60% and the last 40%
-with a marker line between, and every text character (in order) goes to a local spool that the
-engine then copies into the container through the kernel. Live deltas go to the sink up to the
-limit, then one marker delta, then no more text deltas (images, displays and errors still flow).
-Memory stays bounded by the budget plus the message being handled.
+Used by ``engine.session``. Text outputs (stdout/stderr logs and the ``text/plain`` of results)
+share one budget of ``limit`` characters. Past it the final outputs keep the first 60% and the
+last 40% with a marker line between, and every text character (in order) goes to a local spool
+that the engine then copies into the container through the kernel. Live deltas go to the sink
+up to the limit, then one marker delta, then no more text deltas (images, displays and errors
+still flow). Memory stays bounded by the budget plus the message being handled.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 :class:`KernelSession` is what the service uses: one per container (kernel + working directory).
 Everything goes through the kernel's own messaging channels (a client from ``kernel.client()``),
 never through local files or connection files, so remote kernels (Enterprise Gateway) work
-unchanged. The request/response core is in ``_engine_channel``, output mapping and truncation
-in ``_engine_outputs``; shell and file operations call a helper module the setup installs in the
-kernel (``_kernel_code``, ``_kernel_shell``).
+unchanged. The request/response core is in ``engine.channel``, output mapping and truncation
+in ``engine.outputs``; shell and file operations call a helper module the setup installs in the
+kernel (``engine.kernel.helper``, ``engine.kernel.shell``).
 
 Errors: infrastructure failures raise :class:`errors.KernelError`; a path outside the workdir
 raises :class:`errors.InvalidRequestError`; a missing file raises
@@ -36,8 +36,9 @@ from .kernel.helper import (
     STREAM_MIME,
 )
 from .outputs import PythonOutputs, shell_outputs, timeout_error
+from .paths import safe_relpath
 
-__all__ = ["FileStat", "KernelLike", "KernelSession", "RunResult"]
+__all__ = ["KernelManagerLike", "FileStat", "KernelLike", "KernelSession", "RunResult"]
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,33 @@ class KernelLike(Protocol):
         """A new kernel client (channels not started)."""
         ...
 
-    async def interrupt_kernel(self) -> None:
-        """Interrupt the running code (may be sync on some managers)."""
+    def interrupt_kernel(self) -> Any:
+        """Interrupt the running code (a coroutine on async managers; wrap in ensure_async)."""
         ...
 
-    async def is_alive(self) -> bool:
-        """Whether the kernel process is still running."""
+    def is_alive(self) -> Any:
+        """Whether the kernel is still running (a coroutine on async managers)."""
+        ...
+
+
+class KernelManagerLike(Protocol):
+    """What the service needs from a multi-kernel manager.
+
+    jupyter_server's ``MappingKernelManager`` (local kernels) and its gateway variant (remote
+    kernels) satisfy it; some methods may be sync or async depending on the manager, so
+    callers wrap results in ``ensure_async``.
+    """
+
+    def start_kernel(self, *, kernel_name: str | None = None, **kwargs: Any) -> Any:
+        """Start a kernel; returns (or resolves to) its id."""
+        ...
+
+    def get_kernel(self, kernel_id: str) -> KernelLike:
+        """The kernel's manager; raises ``KeyError`` for an unknown id."""
+        ...
+
+    def shutdown_kernel(self, kernel_id: str, now: bool = False, restart: bool = False) -> Any:
+        """Shut the kernel down (may be a coroutine)."""
         ...
 
 
@@ -100,19 +122,6 @@ def _check_id(execution_id: str) -> None:
         raise errors.InvalidRequestError(
             f"Invalid execution id {execution_id!r}.", param="execution_id"
         )
-
-
-def _check_path(relpath: str) -> str:
-    """Lexical check (the kernel also resolves symlinks); returns the normalised path."""
-    bad = not isinstance(relpath, str) or not relpath or "\x00" in relpath
-    norm = "" if bad else posixpath.normpath(relpath)
-    if bad or relpath.startswith("/") or norm in (".", "..") or norm.startswith("../"):
-        raise errors.InvalidRequestError(
-            f"Invalid path {relpath!r}: paths must be relative to the container's working "
-            "directory and stay inside it.",
-            param="path",
-        )
-    return norm
 
 
 def _not_found(relpath: str) -> errors.ContainerFileNotFoundError:
@@ -229,9 +238,13 @@ class KernelSession(KernelChannel):
             self._usable()
             try:
                 o = await self._run_user(
-                    code, silent=False, on_iopub=outs.handle, timeout_s=timeout_s, user=True,
+                    code,
+                    silent=False,
+                    on_iopub=outs.handle,
+                    timeout_s=timeout_s,
+                    user=True,
                     on_timeout=lambda: setattr(outs, "timeout_s", timeout_s),
-                )  # fmt: skip
+                )
                 interrupted = self._interrupted
                 if o.died:
                     outs.add(ErrorOutput(name="KernelDiedError", value=_DIED))
@@ -247,9 +260,12 @@ class KernelSession(KernelChannel):
         reply = (o.req.reply or {}).get("content", {})
         return RunResult(
             status=self._status(o, ok=reply.get("status") == "ok", interrupted=interrupted),
-            outputs=outputs, execution_count=reply.get("execution_count") if o.req.reply else None,
-            truncated=outs.truncated, full_output_file=full, kernel_lost=o.lost,
-        )  # fmt: skip
+            outputs=outputs,
+            execution_count=reply.get("execution_count") if o.req.reply else None,
+            truncated=outs.truncated,
+            full_output_file=full,
+            kernel_lost=o.lost,
+        )
 
     @staticmethod
     def _status(o: Outcome, *, ok: bool, interrupted: bool) -> Status:
@@ -279,8 +295,13 @@ class KernelSession(KernelChannel):
         """
         _check_id(execution_id)
         limit = max(1, max_output_length)
-        args = {"op": "shell", "commands": list(commands), "timeout": timeout_s,
-                "limit": limit, "execution_id": execution_id}  # fmt: skip
+        args = {
+            "op": "shell",
+            "commands": list(commands),
+            "timeout": timeout_s,
+            "limit": limit,
+            "execution_id": execution_id,
+        }
         sink = on_output
 
         def on_iopub(msg: dict[str, Any]) -> None:
@@ -320,9 +341,13 @@ class KernelSession(KernelChannel):
         elif o.timed_out or any(s.outcome.type == "timeout" for s in shell):
             status = "timed_out"
         return RunResult(
-            status=status, outputs=outputs, shell_output=shell, truncated=result["truncated"],
-            full_output_file=result["full_output_file"], kernel_lost=o.lost,
-        )  # fmt: skip
+            status=status,
+            outputs=outputs,
+            shell_output=shell,
+            truncated=result["truncated"],
+            full_output_file=result["full_output_file"],
+            kernel_lost=o.lost,
+        )
 
     # ------------------------------------------------------------------ files
     async def list_files(self) -> list[FileStat]:
@@ -332,7 +357,7 @@ class KernelSession(KernelChannel):
 
     async def write_file(self, relpath: str, data: bytes) -> FileStat:
         """Write ``data`` to ``relpath`` (parent directories created); returns its stat."""
-        rel = _check_path(relpath)
+        rel = safe_relpath(relpath, param="path")
         r: dict[str, Any] = {}
         for start in range(0, max(len(data), 1), _CHUNK):
             chunk = base64.b64encode(data[start : start + _CHUNK]).decode("ascii")
@@ -343,7 +368,7 @@ class KernelSession(KernelChannel):
 
     async def read_file(self, relpath: str) -> bytes:
         """The bytes of ``relpath``; raises ContainerFileNotFoundError if there is no such file."""
-        rel = _check_path(relpath)
+        rel = safe_relpath(relpath, param="path")
         parts: list[bytes] = []
         offset = 0
         while True:
@@ -356,7 +381,7 @@ class KernelSession(KernelChannel):
 
     async def delete_file(self, relpath: str) -> None:
         """Delete ``relpath``; raises ContainerFileNotFoundError when there is no such file."""
-        await self._file_op({"op": "delete", "path": _check_path(relpath)}, relpath)
+        await self._file_op({"op": "delete", "path": safe_relpath(relpath, param="path")}, relpath)
 
     async def _file_op(self, args: dict[str, Any], relpath: str) -> dict[str, Any]:
         async with self._lock:
@@ -375,8 +400,12 @@ class KernelSession(KernelChannel):
         path = None
         try:
             for i, chunk in enumerate(outs.spool_chunks()):
-                args = {"op": "write", "path": rel, "append": i > 0,
-                        "data": base64.b64encode(chunk).decode("ascii")}  # fmt: skip
+                args = {
+                    "op": "write",
+                    "path": rel,
+                    "append": i > 0,
+                    "data": base64.b64encode(chunk).decode("ascii"),
+                }
                 o, r = await self.call(args, _FILE_OP_TIMEOUT_S, None)
                 if not (isinstance(r, dict) and r.get("ok")):
                     log.warning("could not write %s: %s", rel, self.describe(o, r))

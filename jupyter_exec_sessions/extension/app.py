@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Float, Int, Unicode, default
 
+from .._contract import API_PATH, MCP_PATH
 from ..service import ContainerService, ServiceConfig
 from . import handlers
 
@@ -87,24 +87,7 @@ class ExecSessionsApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Build the container service and publish it to handlers."""
         assert self.serverapp is not None
-        config = ServiceConfig(
-            data_dir=Path(self.data_dir),
-            pool_size=self.pool_size,
-            kernel_name=self.kernel_name,
-            max_containers_per_user=self.max_containers_per_user,
-            max_containers=self.max_containers,
-            max_upload_bytes=self.max_upload_bytes,
-            max_code_bytes=self.max_code_bytes,
-            max_queue_depth=self.max_queue_depth,
-            default_timeout_ms=self.default_timeout_ms,
-            max_timeout_ms=self.max_timeout_ms,
-            default_max_output_length=self.default_max_output_length,
-            max_output_length_limit=self.max_output_length_limit,
-            default_expires_minutes=self.default_expires_minutes,
-            minute_seconds=self.minute_seconds,
-            reaper_interval=self.reaper_interval,
-            interrupt_grace_s=self.interrupt_grace_s,
-        )
+        config = ServiceConfig.from_traits(self)
         self.service = ContainerService(self.serverapp.kernel_manager, config)
         self.settings.update({"exec_sessions_service": self.service})
         self._mcp: Any = None
@@ -126,10 +109,11 @@ class ExecSessionsApp(ExtensionApp):
         if self._mcp is not None:
             await self._mcp.start()
         self.log.info(
-            "jupyter-exec-sessions: containers API at %sexec-sessions/v1 , MCP at"
-            " %sexec-sessions/mcp (pool_size=%d)",
+            "jupyter-exec-sessions: containers API at %s%s , MCP at %s%s (pool_size=%d)",
             serverapp.connection_url,
+            API_PATH,
             serverapp.connection_url,
+            MCP_PATH,
             self.pool_size,
         )
 
@@ -139,3 +123,29 @@ class ExecSessionsApp(ExtensionApp):
             with contextlib.suppress(Exception):
                 await self._mcp.stop()
         await self.service.stop()
+
+
+def limits_table() -> str:
+    """README's table of every setting: name, default and meaning, from the traits themselves."""
+    rows = ["| trait | default | meaning |", "| --- | --- | --- |"]
+    traits = ExecSessionsApp.class_own_traits(config=True)
+    for name in sorted(traits):
+        trait = traits[name]
+        help_text = " ".join(str(trait.help).split())
+        rows.append(f"| `{name}` | {_format_default(name, trait)} | {help_text} |")
+    return "\n".join(rows) + "\n"
+
+
+def _format_default(name: str, trait: Any) -> str:
+    value = trait.default_value
+    if not isinstance(value, (int, float, str)) or value == "":
+        return "(see meaning)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, int) and name.endswith("_bytes") and value % (1024 * 1024) == 0:
+        return f"{value // (1024 * 1024)} MiB"
+    if isinstance(value, int):
+        return f"{value:,}".replace(",", " ")
+    if isinstance(value, float):
+        return f"{value:g}"
+    return f"`{value}`"

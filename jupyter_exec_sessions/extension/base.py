@@ -12,27 +12,24 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 from tornado import web
 
+from .._contract import AUTH_RESOURCE
 from ..errors import ExecSessionsError, InvalidRequestError
-from ..models import ExecutionRequest, PythonExecutionRequest, ShellExecutionRequest
 from ..service import ContainerService
 
 __all__ = [
-    "API_PREFIX",
-    "AUTH_RESOURCE",
-    "EXECUTION_ADAPTER",
     "ExecSessionsHandler",
+    "authorized_to_execute",
     "error_body",
     "openai_errors",
     "owner_of",
     "validation_error",
 ]
 
-AUTH_RESOURCE = "exec_sessions"
-API_PREFIX = "exec-sessions/v1"
 
 _STATUS_TYPES = {
     400: ("invalid_request_error", "invalid_request"),
@@ -43,14 +40,16 @@ _STATUS_TYPES = {
     413: ("invalid_request_error", "payload_too_large"),
     429: ("rate_limit_error", "rate_limited"),
 }
-EXECUTION_ADAPTER: TypeAdapter[PythonExecutionRequest | ShellExecutionRequest] = TypeAdapter(
-    ExecutionRequest
-)
 M = TypeVar("M", bound=BaseModel)
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
 SERVER_OWNER = "server-owner"
+
+
+def authorized_to_execute(method: F) -> F:
+    """``@authorized`` with the action jupyter_server uses for running code in a kernel."""
+    return cast(F, authorized(action="execute")(method))
 
 
 def owner_of(handler: Any) -> str:

@@ -1,8 +1,8 @@
-"""REST handlers of the containers API (DESIGN §3.1) and the route table.
+"""REST handlers of the containers and files API, and the route table.
 
 Thin async verbs over ``ContainerService``; every verb is ``@web.authenticated`` and
-``@authorized``. Errors map to OpenAI bodies in ``_http_base``; executions, interrupt,
-resolutions and the events feed are in ``_http_stream``.
+``@authorized``. Errors map to OpenAI bodies in ``extension.base``; executions, interrupt,
+resolutions and the events feed are in ``extension.streaming``.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from __future__ import annotations
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
+from .._contract import API_PATH
 from ..errors import InvalidRequestError, PayloadTooLargeError
 from ..models import CreateContainerRequest
 from .base import (
-    API_PREFIX,
-    AUTH_RESOURCE,
     ExecSessionsHandler,
     error_body,
     openai_errors,
@@ -22,7 +21,7 @@ from .base import (
 )
 from .streaming import EventsHandler, ExecutionsHandler, InterruptHandler, ResolutionsHandler
 
-__all__ = ["API_PREFIX", "AUTH_RESOURCE", "default_handlers", "error_body", "owner_of"]
+__all__ = ["default_handlers", "error_body", "owner_of"]
 
 
 class ContainersHandler(ExecSessionsHandler):
@@ -34,7 +33,7 @@ class ContainersHandler(ExecSessionsHandler):
     async def post(self) -> None:
         """Create a container."""
         request = self.parse(CreateContainerRequest, self.json_body())
-        container = await self.service.create(self.owner, request)
+        container = await self.service.containers.create(self.owner, request)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + container.id)
         self.send_model(container)
 
@@ -45,7 +44,9 @@ class ContainersHandler(ExecSessionsHandler):
         """List the caller's containers."""
         after, limit, order = self.page_args()
         name = self.get_query_argument("name", None)
-        page = self.service.list(self.owner, after=after, limit=limit, order=order, name=name)
+        page = self.service.containers.list(
+            self.owner, after=after, limit=limit, order=order, name=name
+        )
         self.send_model(page)
 
 
@@ -57,14 +58,14 @@ class ContainerHandler(ExecSessionsHandler):
     @openai_errors
     async def get(self, container_id: str) -> None:
         """Retrieve a container."""
-        self.send_model(self.service.retrieve(self.owner, container_id))
+        self.send_model(self.service.containers.retrieve(self.owner, container_id))
 
     @web.authenticated
     @authorized
     @openai_errors
     async def delete(self, container_id: str) -> None:
         """Delete a container."""
-        self.send_model(await self.service.delete(self.owner, container_id))
+        self.send_model(await self.service.containers.delete(self.owner, container_id))
 
 
 class FilesHandler(ExecSessionsHandler):
@@ -106,7 +107,7 @@ class FilesHandler(ExecSessionsHandler):
         # Raw values: tornado's get_body_argument would silently drop control characters.
         raw_path = self.request.body_arguments.get("path")
         filename = raw_path[0].decode("utf-8", "replace") if raw_path else part.filename
-        f = await self.service.upload_file(self.owner, container_id, filename, part.body)
+        f = await self.service.files.upload(self.owner, container_id, filename, part.body)
         self.send_model(f)
 
     @web.authenticated
@@ -115,7 +116,7 @@ class FilesHandler(ExecSessionsHandler):
     async def get(self, container_id: str) -> None:
         """List the container's files as they are on disk."""
         after, limit, order = self.page_args()
-        page = await self.service.list_files(
+        page = await self.service.files.list(
             self.owner, container_id, after=after, limit=limit, order=order
         )
         self.send_model(page)
@@ -129,14 +130,14 @@ class FileHandler(ExecSessionsHandler):
     @openai_errors
     async def get(self, container_id: str, file_id: str) -> None:
         """Retrieve a file object."""
-        self.send_model(await self.service.retrieve_file(self.owner, container_id, file_id))
+        self.send_model(await self.service.files.retrieve(self.owner, container_id, file_id))
 
     @web.authenticated
     @authorized
     @openai_errors
     async def delete(self, container_id: str, file_id: str) -> None:
         """Delete a file."""
-        self.send_model(await self.service.delete_file(self.owner, container_id, file_id))
+        self.send_model(await self.service.files.delete(self.owner, container_id, file_id))
 
 
 class FileContentHandler(ExecSessionsHandler):
@@ -147,7 +148,7 @@ class FileContentHandler(ExecSessionsHandler):
     @openai_errors
     async def get(self, container_id: str, file_id: str) -> None:
         """Download a file's bytes."""
-        data = await self.service.file_content(self.owner, container_id, file_id)
+        data = await self.service.files.content(self.owner, container_id, file_id)
         self.set_header("Content-Type", "application/octet-stream")
         self.finish(data)
 
@@ -166,14 +167,14 @@ class NotFoundHandler(ExecSessionsHandler):
 
 _ID = r"([^/]+)"
 default_handlers: list[tuple[str, type[ExecSessionsHandler]]] = [
-    (rf"/{API_PREFIX}/containers/?", ContainersHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/?", ContainerHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/files/?", FilesHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/files/{_ID}/content/?", FileContentHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/files/{_ID}/?", FileHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/executions/?", ExecutionsHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/interrupt/?", InterruptHandler),
-    (rf"/{API_PREFIX}/containers/{_ID}/resolutions/?", ResolutionsHandler),
-    (rf"/{API_PREFIX}/events/?", EventsHandler),
-    (rf"/{API_PREFIX}/(.*)", NotFoundHandler),
+    (rf"/{API_PATH}/containers/?", ContainersHandler),
+    (rf"/{API_PATH}/containers/{_ID}/?", ContainerHandler),
+    (rf"/{API_PATH}/containers/{_ID}/files/?", FilesHandler),
+    (rf"/{API_PATH}/containers/{_ID}/files/{_ID}/content/?", FileContentHandler),
+    (rf"/{API_PATH}/containers/{_ID}/files/{_ID}/?", FileHandler),
+    (rf"/{API_PATH}/containers/{_ID}/executions/?", ExecutionsHandler),
+    (rf"/{API_PATH}/containers/{_ID}/interrupt/?", InterruptHandler),
+    (rf"/{API_PATH}/containers/{_ID}/resolutions/?", ResolutionsHandler),
+    (rf"/{API_PATH}/events/?", EventsHandler),
+    (rf"/{API_PATH}/(.*)", NotFoundHandler),
 ]

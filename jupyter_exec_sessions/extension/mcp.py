@@ -26,8 +26,8 @@ Wiring in ``app.py`` (``ExtensionApp`` prepends ``base_url`` to the handler patt
     async def stop_extension(self) -> None:
         await self.mcp_endpoint.stop()
 
-``owner_of(handler) -> str`` must be the rule the REST handlers use to name the owner passed
-to ``service.for_user``: pass ``handlers.owner_of`` (the default is a copy of that rule).
+``owner_of(handler) -> str`` is the rule the REST handlers use to name the owner passed to
+``service.for_user`` (``base.owner_of``), so both faces agree on who owns what.
 """
 
 from __future__ import annotations
@@ -46,15 +46,12 @@ from mcp.server.transport_security import TransportSecuritySettings
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .._contract import ContainerBackend
+from .._contract import AUTH_RESOURCE, MCP_PATH, ContainerBackend
 from ..mcp_server import OWNER_SCOPE_KEY, create_mcp_server
+from .base import authorized_to_execute
 
-__all__ = ["AUTH_RESOURCE", "MCP_PATH", "MCPEndpoint", "MCPHandler", "mcp_handlers"]
+__all__ = ["MCPEndpoint", "MCPHandler"]
 
-#: Authorization resource of every verb of the endpoint (``Authorizer.is_authorized``).
-AUTH_RESOURCE = "exec_sessions"
-#: Handler pattern, relative to the server's ``base_url``.
-MCP_PATH = r"/exec-sessions/mcp"
 
 OwnerOf = Callable[[Any], str]
 
@@ -67,19 +64,6 @@ class _Service(Protocol):
         ...
 
 
-def _default_owner(handler: Any) -> str:
-    """The REST rule (``handlers.owner_of``), for when ``app.py`` passes no ``owner_of``.
-
-    jupyter_server names each token-authenticated request a fresh random anonymous user; with
-    its own identity providers the server has one user, so all map to one owner.
-    """
-    from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
-
-    if type(handler.identity_provider) in (IdentityProvider, PasswordIdentityProvider):
-        return "server-owner"
-    return str(handler.current_user.username)
-
-
 class MCPEndpoint:
     """The MCP server, its session manager and their lifetime, for one Jupyter server."""
 
@@ -87,7 +71,7 @@ class MCPEndpoint:
         self,
         service: _Service,
         *,
-        owner_of: OwnerOf | None = None,
+        owner_of: OwnerOf,
         session_idle_timeout: float | None = 30 * 60,
     ) -> None:
         def resolve(owner: str | None) -> ContainerBackend:
@@ -97,7 +81,7 @@ class MCPEndpoint:
                 raise AuthenticationError("No authenticated owner on this MCP request.")
             return service.for_user(owner)
 
-        self.owner_of: OwnerOf = owner_of or _default_owner
+        self.owner_of: OwnerOf = owner_of
         self.mcp = create_mcp_server(resolve, sessions_required=True)
         # Builds the session manager; Jupyter checks hosts and origins itself.
         self.mcp.streamable_http_app(
@@ -116,7 +100,7 @@ class MCPEndpoint:
 
     def handlers(self, base_url: str = "") -> list[tuple[str, type[MCPHandler], dict[str, Any]]]:
         """Tornado handler specs (pattern relative to ``base_url``; ExtensionApp prepends it)."""
-        pattern = base_url.rstrip("/") + MCP_PATH
+        pattern = base_url.rstrip("/") + "/" + MCP_PATH
         return [(pattern, MCPHandler, {"endpoint": self})]
 
     async def start(self) -> None:
@@ -144,14 +128,6 @@ class MCPEndpoint:
                 await asyncio.wait_for(self._task, timeout=10)
 
 
-def mcp_handlers(
-    service: _Service, base_url: str = "", *, owner_of: OwnerOf | None = None
-) -> tuple[MCPEndpoint, list[tuple[str, type[MCPHandler], dict[str, Any]]]]:
-    """Shortcut: build the endpoint and its handler specs (start/stop the endpoint yourself)."""
-    endpoint = MCPEndpoint(service, owner_of=owner_of)
-    return endpoint, endpoint.handlers(base_url)
-
-
 class MCPHandler(APIHandler):
     """Bridges one HTTP request (POST, GET stream, DELETE) to the MCP session manager."""
 
@@ -175,7 +151,7 @@ class MCPHandler(APIHandler):
         self._gone.set()
 
     @web.authenticated
-    @authorized
+    @authorized_to_execute  # a tools/call runs code, as a kernel's execute does
     async def post(self) -> None:
         """JSON-RPC messages from the client (``tools/list``, ``tools/call``, ...)."""
         await self._bridge()

@@ -12,8 +12,15 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 
 from ..errors import ExecSessionsError, InvalidRequestError
-from ..models import ExecutionStreamEvent, Output, PythonExecutionRequest, ShellExecutionRequest
-from .base import EXECUTION_ADAPTER, ExecSessionsHandler, openai_errors, validation_error
+from ..models import (
+    EXECUTION_REQUEST_ADAPTER,
+    ContainerResolvedData,
+    ExecutionRequest,
+    ExecutionStreamEvent,
+    Output,
+    ResolutionRequest,
+)
+from .base import ExecSessionsHandler, authorized_to_execute, openai_errors, validation_error
 
 __all__ = ["EventsHandler", "ExecutionsHandler", "InterruptHandler", "ResolutionsHandler"]
 
@@ -31,7 +38,7 @@ class ExecutionsHandler(ExecSessionsHandler):
     _task: asyncio.Task[Any] | None = None
 
     @web.authenticated
-    @authorized
+    @authorized_to_execute
     @openai_errors
     async def post(self, container_id: str) -> None:
         """Run an execution."""
@@ -39,21 +46,21 @@ class ExecutionsHandler(ExecSessionsHandler):
         if "type" not in body:
             body["type"] = "shell" if "commands" in body else "python"
         try:
-            request = EXECUTION_ADAPTER.validate_python(body)
+            request = EXECUTION_REQUEST_ADAPTER.validate_python(body)
         except ValidationError as e:
             message, param = validation_error(e)
             raise InvalidRequestError(message, param=param) from None
         owner = self.owner
         if not request.stream:
-            self._task = asyncio.ensure_future(self.service.execute(owner, container_id, request))
+            self._task = asyncio.ensure_future(
+                self.service.executions.execute(owner, container_id, request)
+            )
             execution = await self._task
             self.send_model(execution)
             return
         await self._stream(owner, container_id, request)
 
-    async def _stream(
-        self, owner: str, container_id: str, request: PythonExecutionRequest | ShellExecutionRequest
-    ) -> None:
+    async def _stream(self, owner: str, container_id: str, request: ExecutionRequest) -> None:
         queue: asyncio.Queue[ExecutionStreamEvent | None] = asyncio.Queue()
         seq = 0
 
@@ -70,7 +77,7 @@ class ExecutionsHandler(ExecSessionsHandler):
 
         async def run() -> None:
             try:
-                execution = await self.service.execute(
+                execution = await self.service.executions.execute(
                     owner, container_id, request, on_output, on_started
                 )
                 push(type="execution.completed", execution=execution)
@@ -126,7 +133,7 @@ class InterruptHandler(ExecSessionsHandler):
     @openai_errors
     async def post(self, container_id: str) -> None:
         """Interrupt."""
-        result = await self.service.interrupt(self.owner, container_id)
+        result = await self.service.executions.interrupt(self.owner, container_id)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(result))
 
@@ -139,19 +146,9 @@ class ResolutionsHandler(ExecSessionsHandler):
     @openai_errors
     async def post(self, container_id: str) -> None:
         """Record ``container.resolved {origin, previous_id, session_id}``."""
-        body = self.json_body()
-        origin = body.get("origin")
-        if origin not in ("explicit", "history", "created", "replaced"):
-            raise InvalidRequestError(
-                "Invalid 'origin': expected explicit, history, created or replaced.",
-                param="origin",
-            )
-        self.service.record_resolution(
-            self.owner,
-            container_id,
-            origin=origin,
-            previous_id=body.get("previous_id"),
-            session_id=body.get("session_id"),
+        request = self.parse(ResolutionRequest, self.json_body())
+        self.service.containers.record_resolution(
+            self.owner, container_id, ContainerResolvedData(**request.model_dump())
         )
         self.finish(json.dumps({"ok": True}))
 

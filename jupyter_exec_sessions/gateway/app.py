@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from .._contract import API_PATH, ENV_TOKEN, ENV_URL, MCP_PATH, new_id
 from ..errors import ExecSessionsError, InvalidRequestError, NotFoundError
 from ..hook import (
     ContainersAPIBackend,
@@ -44,7 +45,7 @@ from ..hook import (
     RequestToolContext,
     SessionResolver,
 )
-from .model import Turn, new_id, run_turn
+from .model import Turn, run_turn
 
 __all__ = ["create_app", "main"]
 
@@ -115,10 +116,10 @@ class _Gateway:
         max_stored: int,
     ) -> None:
         base = url if url.endswith("/") else url + "/"
-        self.backend = ContainersAPIBackend(f"{base}exec-sessions/v1", token)
+        self.backend = ContainersAPIBackend(f"{base}{API_PATH}", token)
         self.resolver = SessionResolver(self.backend, on_expired=on_expired)
         self.pool = MCPClientPool(client_name="jupyter-exec-sessions-gateway")
-        self.mcp = MCPServerConfig(url=f"{base}exec-sessions/mcp", token=token)
+        self.mcp = MCPServerConfig(url=f"{base}{MCP_PATH}", token=token)
         self.api_key = api_key
         self.max_stored = max_stored
         self.stored: OrderedDict[str, _Stored] = OrderedDict()
@@ -157,7 +158,7 @@ class _Gateway:
     def turn(self, body: dict[str, Any]) -> tuple[Turn, str]:
         """Build the turn (and its request context) for a validated request body."""
         chain = self.chain(body.get("previous_response_id"))
-        response_id = new_id("resp")
+        response_id = new_id("resp_")
         metadata = body.get("metadata") or {}
         session_id = str(
             metadata.get("session_id") or (chain[0].session_id if chain else response_id)
@@ -281,12 +282,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jupyter-exec-sessions gateway", description=DESCRIPTION)
     parser.add_argument(
         "--url",
-        default=os.environ.get("JUPYTER_EXEC_SESSIONS_URL"),
+        default=os.environ.get(ENV_URL),
         help="the Jupyter server's base URL (default: $JUPYTER_EXEC_SESSIONS_URL)",
     )
     parser.add_argument(
         "--token",
-        default=os.environ.get("JUPYTER_EXEC_SESSIONS_TOKEN"),
+        default=os.environ.get(ENV_TOKEN),
         help="the Jupyter server's token (default: $JUPYTER_EXEC_SESSIONS_TOKEN)",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on")

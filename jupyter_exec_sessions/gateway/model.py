@@ -11,28 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcp_types import CallToolResult, ImageContent, TextContent
 
+from .._contract import new_id
 from ..errors import ExecSessionsError, InvalidRequestError
 from ..hook.pool import MCPClientPool, MCPServerConfig
 from ..hook.resolver import RequestToolContext, Resolution
 from ..models import Execution
 
-__all__ = ["OUTPUT_DELTA_EVENT", "Turn", "new_id", "run_turn"]
+__all__ = ["OUTPUT_DELTA_EVENT", "Turn", "run_turn"]
 
 #: Extension event (not in the OpenAI API): Python output while ``code_interpreter`` runs.
 #: Fields: ``item_id``, ``output_index``, ``sequence_number``, ``delta`` (text).
 OUTPUT_DELTA_EVENT = "response.code_interpreter_call_output.delta"
-
-
-def new_id(prefix: str) -> str:
-    """A fresh id in OpenAI's style: ``prefix_`` + 32 hex characters."""
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 @dataclass
@@ -155,7 +150,7 @@ async def _code_interpreter(
     code = turn.user_text
     index = len(output)
     item: dict[str, Any] = {
-        "id": new_id("ci"),
+        "id": new_id("ci_"),
         "type": "code_interpreter_call",
         "status": "in_progress",
         "code": "",
@@ -205,9 +200,9 @@ async def _shell(
         raise InvalidRequestError("The last user message has no shell command.", param="input")
     index = len(output)
     call: dict[str, Any] = {
-        "id": new_id("sh"),
+        "id": new_id("sh_"),
         "type": "shell_call",
-        "call_id": new_id("call"),
+        "call_id": new_id("call_"),
         "status": "in_progress",
         "action": {"commands": [], "timeout_ms": None, "max_output_length": None},
         "environment": {"type": "container_reference", "container_id": resolution.id},
@@ -224,7 +219,7 @@ async def _shell(
 
     out_index = index + 1
     result_item: dict[str, Any] = {
-        "id": new_id("sho"),
+        "id": new_id("sho_"),
         "type": "shell_call_output",
         "call_id": call["call_id"],
         "status": "in_progress",
@@ -273,7 +268,7 @@ async def _message(
 ) -> AsyncIterator[dict[str, Any]]:
     index = len(output)
     item: dict[str, Any] = {
-        "id": new_id("msg"),
+        "id": new_id("msg_"),
         "type": "message",
         "role": "assistant",
         "status": "in_progress",

@@ -1,4 +1,4 @@
-"""Session hook for gateways: resolve the execution session once per request (DESIGN §3.5).
+"""Session hook for gateways: resolve the execution session once per request.
 
 A Responses-style runtime that offers ``code_interpreter`` and ``shell`` wires four pieces::
 
@@ -19,7 +19,7 @@ A Responses-style runtime that offers ``code_interpreter`` and ``shell`` wires f
 - :class:`RequestToolContext` — lazy, single-flight resolution per request; the ``_meta`` of
   each MCP ``tools/call``.
 - :class:`MCPClientPool` — shared MCP clients across requests, tasks and threads, rebuilt
-  when they break (see :mod:`jupyter_exec_sessions._hook_pool` for the threading model).
+  when they break (see :mod:`jupyter_exec_sessions.hook.pool` for the threading model).
 
 The hook depends only on the wire contracts (HTTP containers API and MCP); it never imports
 the server.

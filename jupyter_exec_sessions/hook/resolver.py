@@ -1,6 +1,6 @@
 """Session resolution for gateways: which container a Responses tool call runs in.
 
-:class:`SessionResolver` applies DESIGN §3.5's rules to one tool declaration and the
+:class:`SessionResolver` applies the hook's rules to one tool declaration and the
 conversation's history; :class:`RequestToolContext` does it lazily, once per request, for
 every tool call of that request, whichever task or event loop asks.
 """
@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._contract import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
 from ..errors import ContainerExpiredError, ContainerNotFoundError, InvalidRequestError
 from .backend import (
     ContainerRef,
@@ -36,15 +37,6 @@ __all__ = [
     "history_container_ids",
     "parse_tool",
 ]
-
-#: ``_meta`` key naming the container a ``tools/call`` runs in (DESIGN §3.4).
-META_CONTAINER_ID = "jupyter-exec-sessions/container_id"
-#: ``_meta`` key carrying the conversation (session) id recorded on the execution.
-META_SESSION_ID = "jupyter-exec-sessions/session_id"
-#: ``_meta`` key carrying the turn id recorded on the execution.
-META_TURN_ID = "jupyter-exec-sessions/turn_id"
-
-TOOL_TYPES = ("code_interpreter", "shell")
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -195,7 +187,7 @@ class Resolution:
 
 
 class SessionResolver:
-    """Decides which container a tool's calls run in (DESIGN §3.5).
+    """Decides which container a tool's calls run in.
 
     Rules: an explicit id is found and validated, then used; if it is missing or expired,
     ``on_expired="recreate"`` makes a replacement (``replaced``, ``state_lost``) and

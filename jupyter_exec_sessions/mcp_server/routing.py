@@ -14,26 +14,25 @@ from typing import Any, Literal
 import anyio
 from mcp.server.mcpserver import Context
 
-from .._contract import ContainerBackend
+from .._contract import (
+    CODEX_TURN_META_KEY,
+    CONTAINER_HEADER,
+    META_CONTAINER_ID,
+    META_SESSION_ID,
+    META_TURN_ID,
+    SESSION_HEADER,
+    TURN_HEADER,
+    ContainerBackend,
+)
 from ..models import CreateContainerRequest, ExecutionMetadata
 
 __all__ = [
-    "CODEX_TURN_META_KEY",
-    "CONTAINER_HEADER",
-    "CONTAINER_META_KEY",
     "OWNER_SCOPE_KEY",
-    "SESSION_META_KEY",
-    "TURN_META_KEY",
     "CallRouting",
     "SessionContainers",
     "read_call",
 ]
 
-CONTAINER_META_KEY = "jupyter-exec-sessions/container_id"
-SESSION_META_KEY = "jupyter-exec-sessions/session_id"
-TURN_META_KEY = "jupyter-exec-sessions/turn_id"
-CODEX_TURN_META_KEY = "x-codex-turn-metadata"
-CONTAINER_HEADER = "x-container-id"
 #: ASGI scope key under which the HTTP bridge puts the authenticated owner.
 OWNER_SCOPE_KEY = "jupyter_exec_sessions.owner"
 
@@ -72,21 +71,21 @@ def read_call(ctx: Context[Any, Any], default_session: str | None) -> CallRoutin
     headers: Mapping[str, str] = getattr(request, "headers", None) or {}
     scope: Mapping[str, Any] = getattr(request, "scope", None) or {}
 
-    container_id = _text(meta.get(CONTAINER_META_KEY))
+    container_id = _text(meta.get(META_CONTAINER_ID))
     origin: Literal["_meta", "header"] | None = "_meta" if container_id else None
     if container_id is None and (container_id := _text(headers.get(CONTAINER_HEADER))):
         origin = "header"
 
     codex = _codex_turn(meta)
     session_id = (
-        _text(meta.get(SESSION_META_KEY))
+        _text(meta.get(META_SESSION_ID))
         or _text(codex.get("session_id"))
-        or _text(headers.get("x-session-id"))
+        or _text(headers.get(SESSION_HEADER))
     )
     turn_id = (
-        _text(meta.get(TURN_META_KEY))
+        _text(meta.get(META_TURN_ID))
         or _text(codex.get("turn_id"))
-        or _text(headers.get("x-turn-id"))
+        or _text(headers.get(TURN_HEADER))
     )
     metadata = (
         ExecutionMetadata(session_id=session_id, turn_id=turn_id) if session_id or turn_id else None

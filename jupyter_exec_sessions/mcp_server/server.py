@@ -1,13 +1,13 @@
 """MCP tools over the containers: ``execute_python_code`` and ``execute_shell_commands``.
 
-The tools are written once against ``_protocol.ContainerBackend``; a *resolver* gives the
+The tools are written once against ``_contract.ContainerBackend``; a *resolver* gives the
 backend of each call from the authenticated owner (``None`` when the transport has no
 authentication, e.g. stdio)::
 
     in the Jupyter server   create_mcp_server(lambda owner: service.for_user(owner))
     stdio                   create_mcp_server(lambda _owner: http_client, default_session=…)
 
-Which container a call runs in (DESIGN §3.4), first match wins:
+Which container a call runs in, first match wins:
 
 1. ``_meta["jupyter-exec-sessions/container_id"]`` of the ``tools/call`` request;
 2. the ``X-Container-Id`` header of the HTTP request that carried it;
@@ -41,20 +41,23 @@ from mcp_types import (
 from pydantic import Field
 
 from .. import errors
-from .._contract import ContainerBackend
+from .._contract import (
+    CODEX_TURN_META_KEY,
+    CONTAINER_HEADER,
+    META_CONTAINER_ID,
+    META_SESSION_ID,
+    META_TURN_ID,
+    ContainerBackend,
+)
 from ..models import (
+    ExecutionRequest,
     Output,
     PythonExecutionRequest,
     ShellExecutionRequest,
 )
 from .render import output_text, render_execution, tool_error
 from .routing import (
-    CODEX_TURN_META_KEY,
-    CONTAINER_HEADER,
-    CONTAINER_META_KEY,
     OWNER_SCOPE_KEY,
-    SESSION_META_KEY,
-    TURN_META_KEY,
     CallRouting,
     SessionContainers,
     read_call,
@@ -63,10 +66,10 @@ from .routing import (
 __all__ = [
     "CODEX_TURN_META_KEY",
     "CONTAINER_HEADER",
-    "CONTAINER_META_KEY",
+    "META_CONTAINER_ID",
     "OWNER_SCOPE_KEY",
-    "SESSION_META_KEY",
-    "TURN_META_KEY",
+    "META_SESSION_ID",
+    "META_TURN_ID",
     "BackendResolver",
     "create_mcp_server",
     "render_execution",
@@ -111,7 +114,7 @@ that keeps its files between calls."""
 
 def _explain(exc: errors.ExecSessionsError, call: CallRouting, container_id: str | None) -> str:
     where = {
-        "_meta": f"_meta['{CONTAINER_META_KEY}']",
+        "_meta": f"_meta['{META_CONTAINER_ID}']",
         "header": "the X-Container-Id header",
     }.get(call.container_origin or "", "this MCP session")
     if isinstance(exc, errors.ContainerNotFoundError):
@@ -143,9 +146,7 @@ class _Tools:
         self._default_session = default_session
         self._sessions = SessionContainers()
 
-    async def run(
-        self, ctx: Context[Any, Any], request: PythonExecutionRequest | ShellExecutionRequest
-    ) -> CallToolResult:
+    async def run(self, ctx: Context[Any, Any], request: ExecutionRequest) -> CallToolResult:
         call = read_call(ctx, self._default_session)
         if call.metadata is not None:
             request = request.model_copy(update={"metadata": call.metadata})
@@ -168,7 +169,7 @@ class _Tools:
         self,
         call: CallRouting,
         backend: ContainerBackend,
-        request: PythonExecutionRequest | ShellExecutionRequest,
+        request: ExecutionRequest,
         sink: Callable[[Output, int | None], None] | None,
     ) -> CallToolResult:
         if call.container_id is not None:
@@ -181,7 +182,7 @@ class _Tools:
             return tool_error(
                 "This request belongs to no MCP session (a stateless request), so there is no "
                 "session container to run in. Connect with a session (the initialize "
-                f"handshake), or name a container in _meta['{CONTAINER_META_KEY}'] or the "
+                f"handshake), or name a container in _meta['{META_CONTAINER_ID}'] or the "
                 "X-Container-Id header."
             )
         key = (call.owner, call.session_key)

@@ -1,30 +1,64 @@
-"""ContainerService: the one owner of containers, files and executions.
+"""ContainerService: the one owner of containers, their kernels, files and executions.
 
 REST handlers, the in-server MCP endpoint and the events handler are thin adapters over it;
-it knows nothing about HTTP or MCP. :meth:`ContainerService.for_user` gives the per-user view
-that satisfies ``_protocol.ContainerBackend``.
+it knows nothing about HTTP or MCP. The service is composed of parts that each own one
+concept and are built from the ones below them::
+
+    store (SQLite registry) ── events (EventBus)
+    manager (KernelManagerAdapter) ── kernels (ContainerKernels: pool, slots, live kernels)
+    containers (Containers: lifecycle, lookup, expiry)
+    files (Files)            executions (Executions)
+
+:meth:`ContainerService.for_user` gives the per-user view that satisfies
+``ContainerBackend`` (what the MCP tools are written against).
 """
 
 from __future__ import annotations
 
 from .._contract import OutputSink
-from ..models import (
-    Container,
-    CreateContainerRequest,
-    Execution,
-    PythonExecutionRequest,
-    ShellExecutionRequest,
-)
-from .containers import ContainersMixin
-from .executions import ExecutionsMixin
-from .files import FilesMixin
-from .kernels import ServiceConfig
+from ..engine.session import KernelManagerLike
+from ..models import Container, CreateContainerRequest, Execution, ExecutionRequest
+from .background import BackgroundTasks
+from .config import ServiceConfig
+from .containers import Containers
+from .events import EventBus
+from .executions import Executions
+from .files import Files
+from .kernel_manager import KernelManagerAdapter
+from .kernels import ContainerKernels
+from .store import Store
 
 __all__ = ["ContainerService", "ServiceConfig", "UserContainers"]
 
 
-class ContainerService(ContainersMixin, FilesMixin, ExecutionsMixin):
-    """Containers (lifecycle, limits, expiry, events), their files and executions."""
+class ContainerService:
+    """Containers (lifecycle, limits, expiry, events), their kernels, files and executions."""
+
+    def __init__(self, kernel_manager: KernelManagerLike, config: ServiceConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = Store(config.data_dir / "exec_sessions.sqlite")
+        self.events = EventBus(self.store)
+        self.background = BackgroundTasks()
+        self.kernels = ContainerKernels(
+            KernelManagerAdapter(kernel_manager), config, self.store, self.events, self.background
+        )
+        self.containers = Containers(config, self.store, self.events, self.kernels, self.background)
+        self.files = Files(config, self.store, self.containers, self.kernels)
+        self.executions = Executions(config, self.store, self.events, self.containers, self.kernels)
+
+    async def start(self) -> None:
+        """Sweep leftovers of a crashed run, start the pool and the expiry reaper."""
+        await self.kernels.start()
+        self.containers.start()
+
+    async def stop(self) -> None:
+        """Stop the reaper, end followers, cancel executions, shut down every kernel we own."""
+        await self.containers.stop()
+        self.events.close()
+        await self.kernels.stop()
+        await self.background.close()
+        self.store.close()
 
     def for_user(self, owner: str) -> UserContainers:
         """The view of the service that one authenticated user may use."""
@@ -40,17 +74,17 @@ class UserContainers:
 
     async def create_container(self, request: CreateContainerRequest) -> Container:
         """Create a container for this user."""
-        return await self.service.create(self.owner, request)
+        return await self.service.containers.create(self.owner, request)
 
     async def retrieve_container(self, container_id: str) -> Container:
         """Return one of this user's containers."""
-        return self.service.retrieve(self.owner, container_id)
+        return self.service.containers.retrieve(self.owner, container_id)
 
     async def execute(
         self,
         container_id: str,
-        request: PythonExecutionRequest | ShellExecutionRequest,
+        request: ExecutionRequest,
         on_output: OutputSink | None = None,
     ) -> Execution:
         """Run an execution in one of this user's containers."""
-        return await self.service.execute(self.owner, container_id, request, on_output)
+        return await self.service.executions.execute(self.owner, container_id, request, on_output)

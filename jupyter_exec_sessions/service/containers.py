@@ -1,31 +1,80 @@
-"""Containers: create (from the warm pool), retrieve, list, delete, hook resolutions."""
+"""Containers: create (from the warm pool), look up, list, delete, expire; hook resolutions.
+
+A container is a row in the registry plus, while it is in use, a slot with a live kernel
+(:mod:`.kernels`). Every lookup checks expiry first, so an expired container is reported as
+such even between two reaper sweeps.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import posixpath
 import time
 
-from ..errors import InvalidRequestError, QuotaExceededError
+from ..errors import (
+    ContainerExpiredError,
+    ContainerNotFoundError,
+    InvalidRequestError,
+    QuotaExceededError,
+)
 from ..models import (
     Container,
+    ContainerCreatedData,
     ContainerDeleted,
+    ContainerDeletedData,
+    ContainerExpiredData,
     ContainerList,
+    ContainerResolvedData,
     CreateContainerRequest,
     ExecSessionsInfo,
     ExpiresAfter,
 )
-from .kernels import ContainerCore, Slot
-from .store import ContainerRow
+from .background import BackgroundTasks
+from .config import ServiceConfig
+from .events import EventBus
+from .kernels import ContainerKernels, Slot
+from .store import ContainerRow, Store
 
-__all__ = ["ContainersMixin"]
+__all__ = ["Containers"]
+
+log = logging.getLogger("jupyter_exec_sessions")
 
 
-class ContainersMixin(ContainerCore):
-    """The containers API of the container service."""
+class Containers:
+    """The containers API of the service: lifecycle, lookup, limits and expiry."""
 
+    def __init__(
+        self,
+        config: ServiceConfig,
+        store: Store,
+        events: EventBus,
+        kernels: ContainerKernels,
+        background: BackgroundTasks,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.events = events
+        self.kernels = kernels
+        self.background = background
+        self._creating: dict[str, int] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        """Start the expiry reaper."""
+        self._reaper = asyncio.ensure_future(self._reap_loop())
+
+    async def stop(self) -> None:
+        """Stop the reaper."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            await asyncio.gather(self._reaper, return_exceptions=True)
+
+    # ------------------------------------------------------------------ wire objects
     def to_container(self, row: ContainerRow) -> Container:
         """The wire object of a container row."""
-        slot = self.slots.get(row.id)
+        slot = self.kernels.slots.get(row.id)
         sessions, turns = self.store.tag_counts(row.id)
         return Container(
             id=row.id,
@@ -45,6 +94,28 @@ class ContainersMixin(ContainerCore):
             ),
         )
 
+    # ------------------------------------------------------------------ lookup
+    def owned(self, owner: str, container_id: str) -> ContainerRow:
+        """The owner's container, expiring it first if its time is up; else 404."""
+        row = self.store.get_container(container_id)
+        if row is None or row.owner != owner:
+            raise ContainerNotFoundError(container_id)
+        if row.status == "running" and self._is_past_expiry(row, time.time()):
+            self._expire(row)
+            row.status = "expired"
+        return row
+
+    def usable(self, owner: str, container_id: str) -> tuple[ContainerRow, Slot]:
+        """The owner's running container and its slot, touched; 400 if expired."""
+        row = self.owned(owner, container_id)
+        if row.status != "running":
+            raise ContainerExpiredError(container_id)
+        now = time.time()
+        self.store.touch(row.id, now)
+        row.last_active_at = now
+        return row, self.kernels.slots.setdefault(row.id, Slot())
+
+    # ------------------------------------------------------------------ API
     async def create(self, owner: str, request: CreateContainerRequest) -> Container:
         """Create a container from the warm pool (or a cold kernel when the pool is empty)."""
         if request.file_ids:
@@ -79,7 +150,7 @@ class ContainersMixin(ContainerCore):
         ).minutes
         self._creating[owner] = pending + 1
         try:
-            live, from_pool = await self._attach_kernel()
+            live, from_pool = await self.kernels.attach()
         finally:
             self._creating[owner] -= 1
         workdir = live.session.workdir
@@ -94,16 +165,16 @@ class ContainersMixin(ContainerCore):
             kernel_id=live.kernel_id,
             now=time.time(),
         )
-        self.slots[container_id] = Slot(live=live)
-        latency_ms = round((time.perf_counter() - t0) * 1000, 3)
+        self.kernels.slots[container_id] = Slot(live=live)
         self.events.emit(
-            "container.created",
+            ContainerCreatedData(
+                name=request.name,
+                from_pool=from_pool,
+                latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+                kernel_id=live.kernel_id,
+            ),
             owner=owner,
             container_id=container_id,
-            name=request.name,
-            from_pool=from_pool,
-            latency_ms=latency_ms,
-            kernel_id=live.kernel_id,
         )
         return self.to_container(row)
 
@@ -138,28 +209,48 @@ class ContainersMixin(ContainerCore):
     async def delete(self, owner: str, container_id: str) -> ContainerDeleted:
         """Delete the container: cancel its executions, shut its kernel, remove its files."""
         row = self.owned(owner, container_id)
-        slot = self.slots.pop(container_id, None)
+        slot = self.kernels.slots.pop(container_id, None)
         self.store.delete_container(container_id)
-        self.events.emit("container.deleted", owner=owner, container_id=container_id)
-        self.spawn(self._teardown(slot, row.workdir, remove=True))
+        self.events.emit(ContainerDeletedData(), owner=owner, container_id=container_id)
+        self.background.spawn(self.kernels.teardown(slot, row.workdir, remove=True))
         return ContainerDeleted(id=container_id)
 
     def record_resolution(
-        self,
-        owner: str,
-        container_id: str,
-        *,
-        origin: str,
-        previous_id: str | None,
-        session_id: str | None,
+        self, owner: str, container_id: str, resolution: ContainerResolvedData
     ) -> None:
         """Publish a session-hook decision as ``container.resolved``."""
         self.owned(owner, container_id)
-        self.events.emit(
-            "container.resolved",
-            owner=owner,
-            container_id=container_id,
-            origin=origin,
-            previous_id=previous_id,
-            session_id=session_id,
-        )
+        self.events.emit(resolution, owner=owner, container_id=container_id)
+
+    # ------------------------------------------------------------------ expiry
+    def _is_past_expiry(self, row: ContainerRow, now: float) -> bool:
+        slot = self.kernels.slots.get(row.id)
+        if slot is not None and (slot.busy or slot.waiting):
+            # running or queued work is activity: a long execution never expires its container
+            row.last_active_at = now
+            self.store.touch(row.id, now)
+            return False
+        return row.last_active_at + row.expires_minutes * self.config.minute_seconds < now
+
+    def _expire(self, row: ContainerRow) -> None:
+        self.store.set_status(row.id, "expired")
+        slot = self.kernels.slots.pop(row.id, None)
+        self.events.emit(ContainerExpiredData(), owner=row.owner, container_id=row.id)
+        self.background.spawn(self.kernels.teardown(slot, row.workdir, remove=False))
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reaper_interval)
+            try:
+                self.reap()
+            except Exception:
+                log.exception("exec-sessions: reaper failed")
+
+    def reap(self) -> None:
+        """Expire every container past its time; keep our kernels safe from the culler."""
+        now = time.time()
+        for row in self.store.running_containers():
+            if self._is_past_expiry(row, now):
+                self._expire(row)
+        for kernel_id in self.kernels.kernel_ids():
+            self.kernels.manager.mark_activity(kernel_id)

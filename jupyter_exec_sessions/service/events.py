@@ -1,4 +1,4 @@
-"""Event bus: durable, per-user, resumable lifecycle events (DESIGN §3.3).
+"""Event bus: durable, per-user, resumable lifecycle events.
 
 Every event is appended to the SQLite log (so ``seq`` keeps growing across restarts and a
 consumer can resume with ``Last-Event-ID``) and pushed to live subscribers of the same owner.
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 
-from ..models import Event
+from .._contract import new_id
+from ..models import EVENT_ADAPTER, EVENT_TYPE_OF_DATA, Event, EventData
 from .store import EventRow, Store
 
 __all__ = ["EventBus"]
@@ -26,13 +25,15 @@ class _Subscriber:
 
 
 def _to_event(row: EventRow) -> Event:
-    return Event(
-        id=row.id,
-        seq=row.seq,
-        type=row.type,
-        created_at=row.created_at,
-        container_id=row.container_id,
-        data=row.data,
+    return EVENT_ADAPTER.validate_python(
+        {
+            "id": row.id,
+            "seq": row.seq,
+            "type": row.type,
+            "created_at": row.created_at,
+            "container_id": row.container_id,
+            "data": row.data,
+        }
     )
 
 
@@ -45,16 +46,14 @@ class EventBus:
         self._queue_size = queue_size
         self._closed = False
 
-    def emit(
-        self, event_type: str, /, *, owner: str, container_id: str | None = None, **data: Any
-    ) -> Event:
-        """Record one event and deliver it to the owner's followers."""
+    def emit(self, data: EventData, /, *, owner: str, container_id: str | None = None) -> Event:
+        """Record one event (its type is the type of ``data``) and deliver it to the owner."""
         row = self._store.append_event(
-            id="evt_" + secrets.token_hex(12),
-            type=event_type,
+            id=new_id("evt_"),
+            type=EVENT_TYPE_OF_DATA[type(data)],
             container_id=container_id,
             owner=owner,
-            data=data,
+            data=data.model_dump(mode="json"),
         )
         event = _to_event(row)
         for sub in list(self._subs):
@@ -74,10 +73,6 @@ class EventBus:
             sub.overflowed = True
             with contextlib.suppress(asyncio.QueueFull):
                 sub.queue.put_nowait(None)
-
-    def last_seq(self) -> int:
-        """The newest event's ``seq``."""
-        return self._store.last_event_seq()
 
     async def follow(
         self, owner: str, after_seq: int = 0, *, heartbeat: float | None = None

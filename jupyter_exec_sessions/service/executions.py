@@ -1,6 +1,6 @@
 """Executions: one at a time per container in arrival order, bounded queue, cancellation.
 
-The engine (``_engine.KernelSession``) runs the code; this module owns the queueing, limits,
+The engine (``engine.KernelSession``) runs the code; this module owns the queueing, limits,
 state-reset bookkeeping, counters and ``execution.*`` events around it.
 """
 
@@ -10,26 +10,47 @@ import asyncio
 import contextlib
 import functools
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .._contract import OutputSink
-from ..engine.session import RunResult
+from .._contract import OutputSink, new_id
+from ..engine import RunResult
 from ..errors import PayloadTooLargeError, QueueFullError
 from ..models import (
     Execution,
+    ExecutionCompletedData,
     ExecutionMetadata,
+    ExecutionRequest,
+    ExecutionStartedData,
     PythonExecutionRequest,
-    ShellExecutionRequest,
 )
-from .kernels import ContainerCore, new_id
+from .config import ServiceConfig
+from .containers import Containers
+from .events import EventBus
+from .kernels import ContainerKernels
+from .store import Store
 
-__all__ = ["ExecutionsMixin"]
+__all__ = ["Executions"]
 
 
-class ExecutionsMixin(ContainerCore):
-    """The executions API of the container service."""
+class Executions:
+    """The executions API of the service."""
 
-    def _limits(self, request: PythonExecutionRequest | ShellExecutionRequest) -> tuple[float, int]:
+    def __init__(
+        self,
+        config: ServiceConfig,
+        store: Store,
+        events: EventBus,
+        containers: Containers,
+        kernels: ContainerKernels,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.events = events
+        self.containers = containers
+        self.kernels = kernels
+
+    def _limits(self, request: ExecutionRequest) -> tuple[float, int]:
         cfg = self.config
         if isinstance(request, PythonExecutionRequest):
             size = len(request.code.encode("utf-8", "surrogatepass"))
@@ -54,13 +75,13 @@ class ExecutionsMixin(ContainerCore):
         self,
         owner: str,
         container_id: str,
-        request: PythonExecutionRequest | ShellExecutionRequest,
+        request: ExecutionRequest,
         on_output: OutputSink | None = None,
-        on_started: Any = None,
+        on_started: Callable[[Execution], None] | None = None,
     ) -> Execution:
         """Run one execution in the container, queued behind earlier ones."""
         timeout_s, max_output = self._limits(request)
-        row, slot = self.usable(owner, container_id)
+        row, slot = self.containers.usable(owner, container_id)
         if slot.waiting >= self.config.max_queue_depth:
             raise QueueFullError(
                 f"The container already has {slot.waiting} executions waiting; the limit is"
@@ -88,16 +109,17 @@ class ExecutionsMixin(ContainerCore):
             if slot.gone:
                 execution.status = "cancelled"
                 return execution
-            live = await self.ensure_live(row, slot)
+            live = await self.kernels.ensure_live(row, slot)
             execution.state_reset = self.store.take_state_lost(row.id)
             self.events.emit(
-                "execution.started",
+                ExecutionStartedData(
+                    execution_id=execution.id,
+                    type=request.type,
+                    session_id=meta.session_id,
+                    turn_id=meta.turn_id,
+                ),
                 owner=owner,
                 container_id=container_id,
-                execution_id=execution.id,
-                type=request.type,
-                session_id=meta.session_id,
-                turn_id=meta.turn_id,
             )
             t0 = time.perf_counter()
             run = (
@@ -114,7 +136,7 @@ class ExecutionsMixin(ContainerCore):
             inner: asyncio.Task[RunResult] = asyncio.ensure_future(coro)
             slot.running = inner
             slot.busy = True
-            self.mark_kernel_state(live.kernel_id, "busy")
+            self.kernels.manager.mark_activity(live.kernel_id, "busy")
             slot.interrupted = False
             try:
                 await asyncio.wait({inner})
@@ -127,7 +149,7 @@ class ExecutionsMixin(ContainerCore):
             finally:
                 slot.running = None
                 slot.busy = False
-                self.mark_kernel_state(live.kernel_id, "idle")
+                self.kernels.manager.mark_activity(live.kernel_id, "idle")
             execution.duration_ms = round((time.perf_counter() - t0) * 1000, 3)
             if inner.cancelled():
                 execution.status = "cancelled"
@@ -138,7 +160,7 @@ class ExecutionsMixin(ContainerCore):
                     execution.status = "cancelled"  # stopped on demand via /interrupt
                 if result.kernel_lost and not slot.gone:
                     reason = "timeout" if result.status == "timed_out" else "kernel_died"
-                    await self.replace_kernel(row, slot, reason)
+                    await self.kernels.replace(row, slot, reason)
                     if reason == "timeout":
                         execution.state_reset = self.store.take_state_lost(row.id) or True
             with self.store.transaction():  # one commit for the counters and the event
@@ -147,16 +169,17 @@ class ExecutionsMixin(ContainerCore):
                         row.id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
                     )
                 self.events.emit(
-                    "execution.completed",
+                    ExecutionCompletedData(
+                        execution_id=execution.id,
+                        type=request.type,
+                        status=execution.status,
+                        duration_ms=execution.duration_ms,
+                        session_id=meta.session_id,
+                        turn_id=meta.turn_id,
+                        state_reset=execution.state_reset,
+                    ),
                     owner=owner,
                     container_id=container_id,
-                    execution_id=execution.id,
-                    type=request.type,
-                    status=execution.status,
-                    duration_ms=execution.duration_ms,
-                    session_id=meta.session_id,
-                    turn_id=meta.turn_id,
-                    state_reset=execution.state_reset,
                 )
             return execution
         finally:
@@ -174,7 +197,7 @@ class ExecutionsMixin(ContainerCore):
 
     async def interrupt(self, owner: str, container_id: str) -> dict[str, Any]:
         """Interrupt the running execution (interpreter state is kept)."""
-        row, slot = self.usable(owner, container_id)
+        row, slot = self.containers.usable(owner, container_id)
         busy = slot.busy
         if slot.live is not None and busy:
             slot.interrupted = True

@@ -12,20 +12,35 @@ import os
 import posixpath
 import time
 
+from .._contract import new_id
+from ..engine.paths import safe_relpath
 from ..errors import (
     ContainerFileNotFoundError,
     PayloadTooLargeError,
 )
 from ..models import ContainerFile, ContainerFileDeleted, ContainerFileList
-from .kernels import ContainerCore, new_id
-from .paths import safe_relpath
-from .store import ContainerRow, FileRow
+from .config import ServiceConfig
+from .containers import Containers
+from .kernels import ContainerKernels
+from .store import ContainerRow, FileRow, Store
 
-__all__ = ["FilesMixin"]
+__all__ = ["Files"]
 
 
-class FilesMixin(ContainerCore):
-    """The files API of the container service."""
+class Files:
+    """The files API of the service."""
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        store: Store,
+        containers: Containers,
+        kernels: ContainerKernels,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.containers = containers
+        self.kernels = kernels
 
     def _file(self, row: ContainerRow, f: FileRow) -> ContainerFile:
         return ContainerFile(
@@ -37,7 +52,7 @@ class FilesMixin(ContainerCore):
             created_at=f.created_at,
         )
 
-    async def upload_file(
+    async def upload(
         self, owner: str, container_id: str, filename: str, data: bytes
     ) -> ContainerFile:
         """Write an uploaded file into the container directory (through its kernel)."""
@@ -48,8 +63,8 @@ class FilesMixin(ContainerCore):
                 " bytes (max_upload_bytes).",
                 param="file",
             )
-        row, slot = self.usable(owner, container_id)
-        async with self.kernel(row, slot) as session:
+        row, slot = self.containers.usable(owner, container_id)
+        async with self.kernels.session(row, slot) as session:
             await session.write_file(relpath, data)
         f = self.store.upsert_file(
             id=new_id("cfile_"),
@@ -61,20 +76,20 @@ class FilesMixin(ContainerCore):
         )
         return self._file(row, f)
 
-    async def sync_files(self, owner: str, container_id: str) -> ContainerRow:
+    async def sync(self, owner: str, container_id: str) -> ContainerRow:
         """Bring the file registry in line with the container's real directory."""
-        row, slot = self.usable(owner, container_id)
-        async with self.kernel(row, slot) as session:
+        row, slot = self.containers.usable(owner, container_id)
+        async with self.kernels.session(row, slot) as session:
             stats = await session.list_files()
         present = {s.path: s.bytes for s in stats}
         self.store.sync_files(row.id, present, lambda: new_id("cfile_"), time.time())
         return row
 
-    async def list_files(
+    async def list(
         self, owner: str, container_id: str, *, after: str | None, limit: int, order: str
     ) -> ContainerFileList:
         """A cursor page of the container's files, as they are on disk now."""
-        row = await self.sync_files(owner, container_id)
+        row = await self.sync(owner, container_id)
         files = self.store.files_of(row.id)
         if order == "desc":
             files.reverse()
@@ -90,39 +105,37 @@ class FilesMixin(ContainerCore):
             has_more=len(files) > limit,
         )
 
-    async def retrieve_file(self, owner: str, container_id: str, file_id: str) -> ContainerFile:
+    async def retrieve(self, owner: str, container_id: str, file_id: str) -> ContainerFile:
         """One file object (checked against the real directory)."""
-        row = await self.sync_files(owner, container_id)
+        row = await self.sync(owner, container_id)
         f = self.store.get_file(row.id, file_id)
         if f is None:
             raise ContainerFileNotFoundError(file_id)
         return self._file(row, f)
 
-    async def file_content(self, owner: str, container_id: str, file_id: str) -> bytes:
+    async def content(self, owner: str, container_id: str, file_id: str) -> bytes:
         """The file's bytes, read through the container's kernel."""
-        row, slot = self.usable(owner, container_id)
+        row, slot = self.containers.usable(owner, container_id)
         f = self.store.get_file(row.id, file_id)
         if f is None:
-            await self.sync_files(owner, container_id)
+            await self.sync(owner, container_id)
             f = self.store.get_file(row.id, file_id)
             if f is None:
                 raise ContainerFileNotFoundError(file_id)
-        async with self.kernel(row, slot) as session:
+        async with self.kernels.session(row, slot) as session:
             try:
                 return await session.read_file(f.path)
             except ContainerFileNotFoundError:
                 self.store.delete_file(row.id, file_id)
                 raise ContainerFileNotFoundError(file_id) from None
 
-    async def delete_file(
-        self, owner: str, container_id: str, file_id: str
-    ) -> ContainerFileDeleted:
+    async def delete(self, owner: str, container_id: str, file_id: str) -> ContainerFileDeleted:
         """Delete the file from the container directory and the registry."""
-        row, slot = self.usable(owner, container_id)
+        row, slot = self.containers.usable(owner, container_id)
         f = self.store.get_file(row.id, file_id)
         if f is None:
             raise ContainerFileNotFoundError(file_id)
-        async with self.kernel(row, slot) as session:
+        async with self.kernels.session(row, slot) as session:
             with contextlib.suppress(ContainerFileNotFoundError):
                 await session.delete_file(f.path)
         self.store.delete_file(row.id, file_id)

@@ -13,11 +13,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
-
-from jupyter_core.utils import ensure_async
+from typing import Generic, TypeVar
 
 from ..errors import KernelError
+from .kernel_manager import KernelManagerAdapter
 
 __all__ = ["KernelPool", "PooledKernel"]
 
@@ -37,7 +36,7 @@ class KernelPool(Generic[T]):
 
     def __init__(
         self,
-        kernel_manager: Any,
+        kernels: KernelManagerAdapter,
         *,
         size: int,
         kernel_name: str,
@@ -47,7 +46,7 @@ class KernelPool(Generic[T]):
         log: logging.Logger | None = None,
         refill_delay: float = 0.5,
     ) -> None:
-        self.km = kernel_manager
+        self.kernels = kernels
         self.size = size
         self.refill_delay = refill_delay
         self.kernel_name = kernel_name
@@ -78,23 +77,9 @@ class KernelPool(Generic[T]):
             item = self._ready.popleft()
             await self._dispose(item)
 
-    @property
-    def ready_count(self) -> int:
-        """How many kernels are ready to be taken now."""
-        return len(self._ready)
-
     def kernel_ids(self) -> set[str]:
         """Ids of kernels owned by the pool (ready or starting)."""
         return {k.kernel_id for k in self._ready} | set(self._starting)
-
-    async def wait_ready(self, count: int | None = None, timeout: float = 120) -> None:
-        """Wait until ``count`` (default: ``size``) kernels are ready; for tests/benchmarks."""
-        want = self.size if count is None else count
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(self._ready) < want:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("pool did not fill in time")
-            await asyncio.sleep(0.05)
 
     # ------------------------------------------------------------------ take
     async def take(self) -> tuple[PooledKernel[T], bool]:
@@ -107,7 +92,7 @@ class KernelPool(Generic[T]):
         try:
             while self._ready:
                 item = self._ready.popleft()
-                if await self._alive(item.kernel_id):
+                if await self.kernels.is_alive(item.kernel_id):
                     return item, True
                 await self._dispose(item)
             return await self._start_one(refill=False), False
@@ -139,9 +124,7 @@ class KernelPool(Generic[T]):
 
     async def _start_one(self, *, refill: bool = True) -> PooledKernel[T]:
         try:
-            kernel_id = await ensure_async(
-                self.km.start_kernel(kernel_name=self.kernel_name, path=self.path)
-            )
+            kernel_id = await self.kernels.start(self.kernel_name, self.path)
         except Exception as e:
             raise KernelError(f"Could not start a kernel: {e}") from e
         if refill:  # a cold start for a caller is not a pool kernel in the making
@@ -149,7 +132,7 @@ class KernelPool(Generic[T]):
         try:
             prepared = await self._prepare(kernel_id)
         except BaseException as e:
-            await self._shutdown(kernel_id)
+            await self.kernels.shutdown(kernel_id)
             if isinstance(e, Exception):
                 raise KernelError(f"Kernel {kernel_id} did not become ready: {e}") from e
             raise
@@ -157,22 +140,9 @@ class KernelPool(Generic[T]):
             self._starting.discard(kernel_id)
         return PooledKernel(kernel_id, prepared)
 
-    async def _alive(self, kernel_id: str) -> bool:
-        try:
-            kernel = self.km.get_kernel(kernel_id)
-            return bool(await ensure_async(kernel.is_alive()))
-        except Exception:
-            return False
-
     async def _dispose(self, item: PooledKernel[T]) -> None:
         try:
             await self._discard(item.prepared)
         except Exception:
             self.log.debug("exec-sessions: discard failed", exc_info=True)
-        await self._shutdown(item.kernel_id)
-
-    async def _shutdown(self, kernel_id: str) -> None:
-        try:
-            await ensure_async(self.km.shutdown_kernel(kernel_id, now=True))
-        except Exception:
-            self.log.debug("exec-sessions: shutdown of %s failed", kernel_id, exc_info=True)
+        await self.kernels.shutdown(item.kernel_id)

@@ -371,11 +371,6 @@ class Store:
             for r in rows
         ]
 
-    def last_event_seq(self) -> int:
-        """The highest event ``seq`` so far (0 when none)."""
-        r = self._db.execute("SELECT MAX(seq) FROM events").fetchone()
-        return int(r[0] or 0)
-
 
 def _container(r: sqlite3.Row) -> ContainerRow:
     return ContainerRow(

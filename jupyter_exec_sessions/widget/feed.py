@@ -7,7 +7,7 @@ client. Per connection it
    the last ``seq`` it processed once it has one, so the server replays exactly what was missed;
 2. lists every container (``GET {api}/containers``, all pages) *after* the stream is open, so a
    container created in between is in the listing or in the stream, never in neither;
-3. folds each event into :class:`~._monitor_state.MonitorState` (events already seen, by id,
+3. folds each event into :class:`~.state.MonitorState` (events already seen, by id,
    are dropped) and refreshes the containers the event touched (``GET {api}/containers/{id}``,
    debounced) so counters are the server's exact ones.
 
@@ -33,7 +33,7 @@ from typing import Any
 import httpx2 as httpx
 from pydantic import ValidationError
 
-from ..models import Container, ContainerList, Event
+from ..models import EVENT_ADAPTER, Container, ContainerList
 from .state import MonitorState
 
 __all__ = ["Follower", "Snapshot"]
@@ -219,7 +219,7 @@ class Follower:
                     self._mark_dirty()  # heartbeat: the view knows the monitor is alive
                     continue
                 try:
-                    event = Event.model_validate_json(data)
+                    event = EVENT_ADAPTER.validate_json(data)
                 except ValidationError:
                     continue  # not an event of ours (forward compatibility)
                 if self.state.apply_event(event):

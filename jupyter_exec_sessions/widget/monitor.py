@@ -1,9 +1,9 @@
-"""``SessionMonitor``: a live view of containers, executions and session reuse (DESIGN §3.6).
+"""``SessionMonitor``: a live view of containers, executions and session reuse.
 
 An anywidget (plain ESM in ``static/``, no bundler). All it shows lives in synced traits, so a
 saved notebook keeps the last state and the state is readable from Python
 (``monitor.containers``, ``monitor.events``). A background follower (a daemon thread with its
-own asyncio loop, see ``_monitor_feed``) reads the containers list and follows the events feed,
+own asyncio loop, see ``widget.feed``) reads the containers list and follows the events feed,
 resuming with ``Last-Event-ID`` after a dropped connection; it never blocks the kernel.
 
 Which server (first match wins):
@@ -43,15 +43,13 @@ import anywidget
 import traitlets
 from jupyter_core.paths import jupyter_runtime_dir
 
+from .._contract import API_PATH, ENV_TOKEN, ENV_URL
 from .feed import Follower, Snapshot
 
 __all__ = ["ServerConnection", "SessionMonitor", "discover_server"]
 
 _STATIC = Path(__file__).parent / "static"
-_API_SUFFIX = "/exec-sessions/v1"
-#: Environment variables naming the server (and its token) when no arguments are given.
-ENV_URL = "JUPYTER_EXEC_SESSIONS_URL"
-ENV_TOKEN = "JUPYTER_EXEC_SESSIONS_TOKEN"
+_API_SUFFIX = "/" + API_PATH
 
 
 @dataclass(frozen=True)
@@ -173,7 +171,7 @@ class SessionMonitor(anywidget.AnyWidget):
     status = traitlets.Unicode("connecting").tag(sync=True)
     #: Why the feed is not live (empty when it is).
     error = traitlets.Unicode("").tag(sync=True)
-    #: One dict per container (fields in ``_monitor_state``), live ones first.
+    #: One dict per container (fields in ``widget.state``), live ones first.
     containers = traitlets.List(traitlets.Dict()).tag(sync=True)
     #: The event log, newest first, at most ``max_events`` entries.
     events = traitlets.List(traitlets.Dict()).tag(sync=True)

@@ -1,6 +1,6 @@
 """What the session monitor shows: a pure reducer from container objects and events to rows.
 
-No I/O and no threads here: :class:`MonitorState` is fed by the follower (``_monitor_feed``)
+No I/O and no threads here: :class:`MonitorState` is fed by the follower (``widget.feed``)
 and its snapshots become the widget's synced traits. Every value it produces is plain JSON
 (dicts of str/int/float/bool/None) so a saved notebook keeps the last state.
 
@@ -22,7 +22,18 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from ..models import Container, Event
+from ..models import (
+    Container,
+    ContainerCreatedEvent,
+    ContainerDeletedEvent,
+    ContainerExpiredEvent,
+    ContainerResolvedEvent,
+    Event,
+    EventData,
+    ExecutionCompletedEvent,
+    ExecutionStartedEvent,
+    KernelRestartedEvent,
+)
 
 __all__ = ["REUSE_ORIGINS", "MonitorState"]
 
@@ -46,50 +57,47 @@ def _ms(value: Any) -> str:
     return f"{ms:.0f} ms" if ms >= 10 else f"{ms:.1f} ms"
 
 
-def _conversation(data: dict[str, Any]) -> str:
+def _conversation(data: EventData) -> str:
     parts = []
-    if data.get("session_id"):
-        parts.append(f"session {_short(data['session_id'], 24)}")
-    if data.get("turn_id"):
-        parts.append(f"turn {_short(data['turn_id'], 16)}")
+    session_id = getattr(data, "session_id", None)
+    turn_id = getattr(data, "turn_id", None)
+    if session_id:
+        parts.append(f"session {_short(session_id, 24)}")
+    if turn_id:
+        parts.append(f"turn {_short(turn_id, 16)}")
     return ", ".join(parts)
 
 
 def describe(event: Event) -> tuple[str, str]:
     """Return the log ``(kind, summary)`` of an event; ``kind`` selects its style in the browser."""
-    d = event.data
-    t = event.type
-    conv = _conversation(d)
+    conv = _conversation(event.data)
     suffix = f" ({conv})" if conv else ""
-    if t == "container.created":
-        how = "from warm pool" if d.get("from_pool") else "cold start"
-        lat = f" in {_ms(d['latency_ms'])}" if d.get("latency_ms") is not None else ""
-        return "created", f"created, {how}{lat}"
-    if t == "container.resolved":
-        origin = str(d.get("origin") or "?")
+    if isinstance(event, ContainerCreatedEvent):
+        how = "from warm pool" if event.data.from_pool else "cold start"
+        return "created", f"created, {how} in {_ms(event.data.latency_ms)}"
+    if isinstance(event, ContainerResolvedEvent):
+        origin = event.data.origin
         who = f" for {conv}" if conv else ""
         if origin in REUSE_ORIGINS:
             via = "conversation history" if origin == "history" else "explicit id"
             return "reused", f"REUSED{who} via {via}"
         if origin == "replaced":
-            prev = f" {_short(d['previous_id'], 17)}" if d.get("previous_id") else ""
+            previous = event.data.previous_id
+            prev = f" {_short(previous, 17)}" if previous else ""
             return "replaced", f"replaced expired{prev}{who}: state lost"
         return "resolved", f"new container{who} (origin {origin})"
-    if t == "execution.started":
-        return "running", f"executing {_short(d.get('execution_id', ''), 17)}{suffix}"
-    if t == "execution.completed":
-        status = str(d.get("status") or "completed")
-        dur = f" in {_ms(d['duration_ms'])}" if d.get("duration_ms") is not None else ""
+    if isinstance(event, ExecutionStartedEvent):
+        return "running", f"executing {_short(event.data.execution_id, 17)}{suffix}"
+    if isinstance(event, ExecutionCompletedEvent):
+        status = event.data.status
+        dur = f" in {_ms(event.data.duration_ms)}"
         kind = "exec" if status == "completed" else "exec-failed"
         return kind, f"execution {status}{dur}{suffix}"
-    if t == "container.expired":
+    if isinstance(event, ContainerExpiredEvent):
         return "expired", "expired: kernel shut down, files kept"
-    if t == "container.deleted":
+    if isinstance(event, ContainerDeletedEvent):
         return "deleted", "deleted"
-    if t == "kernel.restarted":
-        reason = d.get("reason") or "unknown reason"
-        return "restarted", f"kernel restarted ({reason}): state reset"
-    return "other", t
+    return "restarted", f"kernel restarted ({event.data.reason}): state reset"
 
 
 class MonitorState:
@@ -208,38 +216,36 @@ class MonitorState:
         if cid not in self.rows and event.type != "container.created" and self.listed:
             return  # neither listed nor created since: deleted long ago (a replayed event)
         row = self._row(cid)
-        d = event.data
-        t = event.type
-        if t == "container.created":
-            if d.get("name") and not row["name"]:
-                row["name"] = d["name"]
+        if isinstance(event, ContainerCreatedEvent):
+            if not row["name"]:
+                row["name"] = event.data.name
             if row["created_at"] is None:
                 row["created_at"] = event.created_at
                 row["last_active_at"] = event.created_at
-            row["from_pool"] = d.get("from_pool")
-            row["create_latency_ms"] = d.get("latency_ms")
-        elif t == "container.resolved":
-            row["last_origin"] = d.get("origin")
-            row["last_session_id"] = d.get("session_id")
-            if d.get("origin") in REUSE_ORIGINS:
+            row["from_pool"] = event.data.from_pool
+            row["create_latency_ms"] = event.data.latency_ms
+        elif isinstance(event, ContainerResolvedEvent):
+            row["last_origin"] = event.data.origin
+            row["last_session_id"] = event.data.session_id
+            if event.data.origin in REUSE_ORIGINS:
                 row["reuses"] += 1
                 row["last_reused_at"] = event.created_at
-        elif t == "execution.started":
+        elif isinstance(event, ExecutionStartedEvent):
             if row["status"] == "running":
                 row["busy"] = True
-        elif t == "execution.completed":
+        elif isinstance(event, ExecutionCompletedEvent):
             row["last_active_at"] = max(row["last_active_at"] or 0.0, event.created_at)
-        elif t == "container.expired":
+        elif isinstance(event, ContainerExpiredEvent):
             if row["status"] != "deleted":
                 row.update(status="expired", busy=False, ended_at=event.created_at)
-        elif t == "container.deleted":
+        elif isinstance(event, ContainerDeletedEvent):
             self.mark_deleted(cid, event.created_at)
-        elif t == "kernel.restarted":
+        elif isinstance(event, KernelRestartedEvent):
             row["restarts"] += 1
 
     def _log(self, event: Event) -> None:
         kind, summary = describe(event)
-        d = event.data
+        execution_id = getattr(event.data, "execution_id", None)
         name = ""
         if event.container_id and event.container_id in self.rows:
             name = self.rows[event.container_id]["name"]
@@ -250,17 +256,17 @@ class MonitorState:
             "kind": kind,
             "created_at": event.created_at,
             "container_id": event.container_id,
-            "name": name or d.get("name") or "",
+            "name": name or getattr(event.data, "name", ""),
             "summary": summary,
-            "execution_id": d.get("execution_id"),
-            "session_id": d.get("session_id"),
+            "execution_id": execution_id,
+            "session_id": getattr(event.data, "session_id", None),
         }
-        if event.type == "execution.completed" and d.get("execution_id"):
+        if isinstance(event, ExecutionCompletedEvent):
             # One line per execution: its "running" line is replaced by the outcome.
             self.log = [
                 e
                 for e in self.log
-                if not (e["type"] == "execution.started" and e["execution_id"] == d["execution_id"])
+                if not (e["type"] == "execution.started" and e["execution_id"] == execution_id)
             ]
         self.log.insert(0, entry)
         if len(self.log) > self.max_events:

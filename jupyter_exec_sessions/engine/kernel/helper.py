@@ -1,6 +1,6 @@
 """Helper module that the engine installs inside every kernel.
 
-This file has two lives. On the server, ``_engine`` imports it for its constants and reads its
+This file has two lives. On the server, the engine imports it for its constants and reads its
 source text. Inside the kernel, that source is executed as the module
 ``sys.modules["_jupyter_exec_sessions_kernel"]`` (it survives ``%reset`` and never touches the
 user namespace); the engine calls it with one-line silent executes such as
@@ -158,7 +158,7 @@ def op_delete(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def op_shell(args: dict[str, Any]) -> dict[str, Any]:
-    """Run shell commands in the persistent shell (see ``_kernel_shell``)."""
+    """Run shell commands in the persistent shell (see ``engine.kernel.shell``)."""
     out_path = os.path.join(_state["workdir"], OUTPUT_DIR, args["execution_id"] + ".txt")
     shell = sys.modules[SHELL_MODULE_NAME]  # installed next to this module (see BOOTSTRAP)
     return shell.run(  # type: ignore[no-any-return]

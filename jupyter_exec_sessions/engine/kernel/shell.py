@@ -1,4 +1,4 @@
-"""Persistent shell, run inside the kernel by the helper module (see ``_kernel_code``).
+"""Persistent shell, run inside the kernel by the helper module (see ``engine.kernel.helper``).
 
 Installed in the kernel as ``sys.modules["_jupyter_exec_sessions_kernel_shell"]``; standard
 library only, Python 3.8+. Each command is its own ``bash`` process in its own session (process
@@ -208,9 +208,16 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 def run_one(
-    index: int, command: str, bash: str, timeout: float, limit: int, workdir: str,
-    shell_dir: str, log: FullLog, emit: Callable[[int, str, str], None],
-) -> dict[str, Any]:  # fmt: skip
+    index: int,
+    command: str,
+    bash: str,
+    timeout: float,
+    limit: int,
+    workdir: str,
+    shell_dir: str,
+    log: FullLog,
+    emit: Callable[[int, str, str], None],
+) -> dict[str, Any]:
     """Run one command; returns ``{command, stdout, stderr, outcome, interrupted}``."""
     state = os.path.join(shell_dir, "state.sh")
     if os.path.exists(state + ".new"):
@@ -223,9 +230,13 @@ def run_one(
     log.write(f"$ {command}\n")
     proc = subprocess.Popen(
         [bash, "--noprofile", "--norc", "-c", WRAPPER, "bash"],
-        cwd=workdir, env=_env(state, command_file), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        cwd=workdir,
+        env=_env(state, command_file),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     out = _Stream(index, "stdout", limit, log, emit)
     err = _Stream(index, "stderr", limit, log, emit)
@@ -278,14 +289,24 @@ def run_one(
     outcome: dict[str, Any] = {"type": "timeout"} if timed_out else {"type": "exit"}
     if not timed_out:
         outcome["exit_code"] = 130 if interrupted else rc
-    return {"command": command, "stdout": out.kept, "stderr": err.kept, "outcome": outcome,
-            "interrupted": interrupted}  # fmt: skip
+    return {
+        "command": command,
+        "stdout": out.kept,
+        "stderr": err.kept,
+        "outcome": outcome,
+        "interrupted": interrupted,
+    }
 
 
 def run(
-    commands: list[str], timeout: float, limit: int, workdir: str, shell_dir: str,
-    out_path: str, emit: Callable[[int, str, str], None],
-) -> dict[str, Any]:  # fmt: skip
+    commands: list[str],
+    timeout: float,
+    limit: int,
+    workdir: str,
+    shell_dir: str,
+    out_path: str,
+    emit: Callable[[int, str, str], None],
+) -> dict[str, Any]:
     """Run ``commands`` one after the other; the structured result for the engine."""
     bash = shutil.which("bash")
     log = FullLog(out_path, spill_at=max(8 * 1024 * 1024, 2 * limit))
@@ -296,8 +317,14 @@ def run(
             if bash is None:
                 kept = HeadTail(limit)
                 kept.add("bash: not found in the kernel's environment\n")
-                done.append({"command": command, "stdout": HeadTail(limit), "stderr": kept,
-                             "outcome": {"type": "exit", "exit_code": 127}})  # fmt: skip
+                done.append(
+                    {
+                        "command": command,
+                        "stdout": HeadTail(limit),
+                        "stderr": kept,
+                        "outcome": {"type": "exit", "exit_code": 127},
+                    }
+                )
                 continue
             done.append(
                 run_one(index, command, bash, timeout, limit, workdir, shell_dir, log, emit)
@@ -311,5 +338,10 @@ def run(
     results = [
         {**d, "stdout": d["stdout"].value(path), "stderr": d["stderr"].value(path)} for d in done
     ]
-    return {"ok": True, "commands": results, "truncated": path is not None,
-            "full_output_file": path, "interrupted": interrupted}  # fmt: skip
+    return {
+        "ok": True,
+        "commands": results,
+        "truncated": path is not None,
+        "full_output_file": path,
+        "interrupted": interrupted,
+    }

@@ -1,0 +1,44 @@
+"""The service's limits and tunables.
+
+The defaults are not here: they are the traitlets of the server extension
+(``ExecSessionsApp``), which builds this object from its traits (:meth:`ServiceConfig.from_traits`);
+README's limits table is generated from the same traits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ServiceConfig"]
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Limits and tunables of the container service (documented on the app's traits)."""
+
+    data_dir: Path
+    pool_size: int
+    kernel_name: str
+    max_containers_per_user: int
+    max_containers: int
+    max_upload_bytes: int
+    max_code_bytes: int
+    max_queue_depth: int
+    default_timeout_ms: int
+    max_timeout_ms: int
+    default_max_output_length: int
+    max_output_length_limit: int
+    default_expires_minutes: int
+    minute_seconds: float
+    reaper_interval: float
+    interrupt_grace_s: float
+
+    @classmethod
+    def from_traits(cls, source: Any) -> ServiceConfig:
+        """Build the config from an object with one attribute per field (the app)."""
+        values = {f.name: getattr(source, f.name) for f in dataclasses.fields(cls)}
+        values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)

@@ -1,0 +1,85 @@
+"""The one adapter between the service and the server's kernel manager.
+
+Everything the service does to kernels goes through :class:`KernelManagerAdapter`: start,
+look up, probe, shut down, and the optional features that only some managers have (activity
+watching, restart callbacks, the activity fields that jupyter_server's culler and
+``/api/kernels`` read). Those optional features are probed here and nowhere else, so the
+service works unchanged over local kernels and over a gateway's remote kernels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from jupyter_core.utils import ensure_async
+
+from ..engine.session import KernelLike, KernelManagerLike
+
+__all__ = ["KernelManagerAdapter"]
+
+log = logging.getLogger("jupyter_exec_sessions")
+
+
+class KernelManagerAdapter:
+    """Typed access to a ``KernelManagerLike``; optional features degrade to no-ops."""
+
+    def __init__(self, km: KernelManagerLike) -> None:
+        self.km = km
+
+    async def start(self, kernel_name: str, path: str) -> str:
+        """Start a kernel of ``kernel_name`` with ``path`` as its working directory hint."""
+        return str(await ensure_async(self.km.start_kernel(kernel_name=kernel_name, path=path)))
+
+    def get(self, kernel_id: str) -> KernelLike:
+        """The kernel's manager; ``KeyError`` when the id is unknown."""
+        return self.km.get_kernel(kernel_id)
+
+    async def is_alive(self, kernel_id: str) -> bool:
+        """Whether the kernel exists and its process (or remote kernel) is running."""
+        try:
+            return bool(await ensure_async(self.km.get_kernel(kernel_id).is_alive()))
+        except Exception:
+            return False
+
+    async def shutdown(self, kernel_id: str) -> None:
+        """Shut the kernel down now; an unknown or already gone kernel is not an error."""
+        try:
+            await ensure_async(self.km.shutdown_kernel(kernel_id, now=True))
+        except Exception:
+            log.debug("exec-sessions: shutdown of %s failed", kernel_id, exc_info=True)
+
+    def take_over(self, kernel_id: str, on_restart: Callable[[], None]) -> None:
+        """Make the kernel a container's: we track its activity, and hear of its restarts.
+
+        jupyter_server decodes every IOPub message of every kernel a second time to track
+        activity for its culler; the service owns these kernels' lifetimes and keeps their
+        ``execution_state``/``last_activity`` current itself (:meth:`mark_activity`).
+        """
+        stop_watching = getattr(self.km, "stop_watching_activity", None)
+        if callable(stop_watching):
+            with contextlib.suppress(Exception):
+                stop_watching(kernel_id)
+        with contextlib.suppress(KeyError):
+            add_callback = getattr(self.km.get_kernel(kernel_id), "add_restart_callback", None)
+            if callable(add_callback):
+                add_callback(on_restart, "restart")
+
+    def mark_activity(self, kernel_id: str, state: str | None = None) -> None:
+        """Keep jupyter_server's view of the kernel (``/api/kernels``, its culler) current.
+
+        With a ``state`` (an execution starting or ending) it is also server activity; without
+        one only the kernel's ``last_activity`` moves, so its culler leaves it alone.
+        """
+        try:
+            kernel = self.km.get_kernel(kernel_id)
+        except KeyError:
+            return
+        now = datetime.now(timezone.utc)
+        with contextlib.suppress(AttributeError):
+            kernel.last_activity = now  # type: ignore[attr-defined]
+            if state is not None:
+                kernel.execution_state = state  # type: ignore[attr-defined]
+                self.km.last_kernel_activity = now  # type: ignore[attr-defined]
