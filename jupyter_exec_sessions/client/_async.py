@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Literal, overload
 
 import httpx2
 
@@ -26,22 +26,21 @@ from ..models import (
 from ._core import (
     _DEFAULT_TIMEOUT,
     _EXEC_ADAPTER,
-    _STREAM_TIMEOUT,
+    Call,
     ExecRequest,
     FileInput,
     _Base,
-    _Call,
     _create_request,
+    _events_call,
     _exec_call,
     _feed_event,
     _file_part,
     _incomplete,
     _page,
-    _raise_for_status,
     _seg,
     _stream_event,
-    _unreachable,
 )
+from ._transport import AsyncTransport
 
 __all__ = ["AsyncClient"]
 
@@ -62,6 +61,7 @@ class AsyncClient(_Base):
         super().__init__(url, token, headers)
         self._http = http_client or httpx2.AsyncClient(timeout=timeout)
         self._owns_http = http_client is None
+        self._transport = AsyncTransport(self.base_url, self._http, self._headers)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -79,21 +79,8 @@ class AsyncClient(_Base):
         if self._owns_http:
             await self._http.aclose()
 
-    async def _send(self, call: _Call) -> bytes:
-        try:
-            response = await self._http.request(
-                call.method,
-                f"{self.base_url}/{call.path}",
-                params=call.params,
-                json=call.json,
-                files=call.files,
-                headers={**self._headers, **call.headers},
-            )
-        except httpx2.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from exc
-        body = response.content
-        _raise_for_status(response, body, call.container_id)
-        return body
+    async def _send(self, call: Call) -> bytes:
+        return await self._transport.send(call)
 
     # containers
     async def create_container(
@@ -108,7 +95,7 @@ class AsyncClient(_Base):
         req = _create_request(request, name, expires_after, memory_limit)
         body = req.model_dump(mode="json", exclude_none=True)
         return Container.model_validate_json(
-            await self._send(_Call("POST", "containers", json=body))
+            await self._send(Call("POST", "containers", json=body))
         )
 
     async def list_containers(
@@ -122,7 +109,7 @@ class AsyncClient(_Base):
         """One cursor page of the caller's containers."""
         params = _page(after=after, limit=limit, order=order, name=name)
         return ContainerList.model_validate_json(
-            await self._send(_Call("GET", "containers", params=params))
+            await self._send(Call("GET", "containers", params=params))
         )
 
     async def iter_containers(
@@ -141,13 +128,13 @@ class AsyncClient(_Base):
     async def retrieve_container(self, container_id: str) -> Container:
         """Return the container object (refreshes ``last_active_at``)."""
         return Container.model_validate_json(
-            await self._send(_Call("GET", f"containers/{_seg(container_id)}"))
+            await self._send(Call("GET", f"containers/{_seg(container_id)}"))
         )
 
     async def delete_container(self, container_id: str) -> ContainerDeleted:
         """Delete a container: its kernel is shut down and running executions cancelled."""
         return ContainerDeleted.model_validate_json(
-            await self._send(_Call("DELETE", f"containers/{_seg(container_id)}"))
+            await self._send(Call("DELETE", f"containers/{_seg(container_id)}"))
         )
 
     # files
@@ -155,7 +142,7 @@ class AsyncClient(_Base):
         self, container_id: str, file: FileInput, *, filename: str | None = None
     ) -> ContainerFile:
         """Upload bytes, a path, or a binary file object into the container's directory."""
-        call = _Call(
+        call = Call(
             "POST",
             f"containers/{_seg(container_id)}/files",
             files={"file": _file_part(file, filename)},
@@ -171,7 +158,7 @@ class AsyncClient(_Base):
         order: Literal["asc", "desc"] | None = None,
     ) -> ContainerFileList:
         """One cursor page of the container's files (uploaded and written by code)."""
-        call = _Call(
+        call = Call(
             "GET",
             f"containers/{_seg(container_id)}/files",
             params=_page(after=after, limit=limit, order=order),
@@ -181,17 +168,17 @@ class AsyncClient(_Base):
     async def retrieve_file(self, container_id: str, file_id: str) -> ContainerFile:
         """Return one file object."""
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}"
-        return ContainerFile.model_validate_json(await self._send(_Call("GET", path)))
+        return ContainerFile.model_validate_json(await self._send(Call("GET", path)))
 
     async def file_content(self, container_id: str, file_id: str) -> bytes:
         """Return the raw bytes of a file."""
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}/content"
-        return await self._send(_Call("GET", path, headers={"Accept": "*/*"}))
+        return await self._send(Call("GET", path, headers={"Accept": "*/*"}))
 
     async def delete_file(self, container_id: str, file_id: str) -> ContainerFileDeleted:
         """Delete a file from the container."""
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}"
-        return ContainerFileDeleted.model_validate_json(await self._send(_Call("DELETE", path)))
+        return ContainerFileDeleted.model_validate_json(await self._send(Call("DELETE", path)))
 
     # executions
     async def execute(
@@ -223,46 +210,54 @@ class AsyncClient(_Base):
         Leaving the iteration early closes the connection, which interrupts the execution.
         """
         call = _exec_call(container_id, request, stream=True)
-        headers = {**self._headers, "Accept": "text/event-stream"}
-        try:
-            async with self._http.stream(
-                "POST",
-                f"{self.base_url}/{call.path}",
-                json=call.json,
-                headers=headers,
-                timeout=_STREAM_TIMEOUT,
-            ) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response, await response.aread(), container_id)
-                async for sse in httpx2.EventSource(response, max_event_size=None):
-                    event = _stream_event(sse.data, sse.event)
-                    if event is not None:
-                        yield event
-        except httpx2.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+        async for frame in self._transport.stream(call):
+            event = _stream_event(frame.data, frame.event) if frame is not None else None
+            if event is not None:
+                yield event
 
     async def interrupt(self, container_id: str) -> None:
         """Interrupt the container's running execution (its state is kept)."""
-        await self._send(_Call("POST", f"containers/{_seg(container_id)}/interrupt"))
+        await self._send(Call("POST", f"containers/{_seg(container_id)}/interrupt"))
 
     # events
-    async def events(self, last_event_id: str | int | None = None) -> AsyncIterator[Event]:
-        """Follow the caller's live events feed, resuming after ``last_event_id``."""
-        headers = {**self._headers, "Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
-        try:
-            async with self._http.stream(
-                "GET", f"{self.base_url}/events", headers=headers, timeout=_STREAM_TIMEOUT
-            ) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response, await response.aread(), None)
-                async for sse in httpx2.EventSource(response, max_event_size=None):
-                    event = _feed_event(sse.data)
-                    if event is not None:
-                        yield event
-        except httpx2.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+    @overload
+    def events(
+        self,
+        last_event_id: str | int | None = None,
+        *,
+        keepalives: Literal[False] = False,
+        read_timeout: float | None = None,
+    ) -> AsyncIterator[Event]: ...
 
+    @overload
+    def events(
+        self,
+        last_event_id: str | int | None = None,
+        *,
+        keepalives: Literal[True],
+        read_timeout: float | None = None,
+    ) -> AsyncIterator[Event | None]: ...
 
-# --------------------------------------------------------------------------- sync client
+    async def events(
+        self,
+        last_event_id: str | int | None = None,
+        *,
+        keepalives: bool = False,
+        read_timeout: float | None = None,
+    ) -> AsyncIterator[Event | None]:
+        """Follow the caller's live events feed, resuming after ``last_event_id``.
+
+        With ``keepalives=True`` the feed also yields ``None`` once the stream is open (the
+        server now records every event for this follower: list what already exists then, and
+        nothing falls between the listing and the feed) and at each server keep-alive.
+        ``read_timeout`` (seconds) turns a silent connection into a ``ServiceUnavailableError``;
+        the server sends a keep-alive every 15 s. Events of types this client does not know are
+        skipped.
+        """
+        call = _events_call(last_event_id)
+        async for frame in self._transport.stream(call, read_timeout=read_timeout):
+            event = _feed_event(frame.data) if frame is not None else None
+            if event is not None:
+                yield event
+            elif frame is None and keepalives:
+                yield None

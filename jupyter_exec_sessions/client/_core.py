@@ -15,7 +15,7 @@ from typing import IO, Any, Union
 from urllib.parse import quote, unquote
 
 import httpx2
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from .. import errors
 from .._contract import API_PATH
@@ -35,7 +35,6 @@ __all__ = ["API_PATH", "api_base_url", "error_from_response"]
 
 
 _DEFAULT_TIMEOUT = httpx2.Timeout(60.0)
-_STREAM_TIMEOUT = httpx2.Timeout(60.0, read=None)  # executions and feeds: the server bounds them
 _EXEC_ADAPTER: TypeAdapter[Execution] = TypeAdapter(Execution)
 
 FileInput = Union[bytes, str, Path, IO[bytes]]
@@ -111,20 +110,9 @@ def error_from_response(
     return exc
 
 
-def _raise_for_status(response: httpx2.Response, body: bytes, container_id: str | None) -> None:
-    if response.status_code >= 400:
-        raise error_from_response(
-            response.status_code, body, response.headers, container_id=container_id
-        )
-
-
-def _unreachable(base: str, exc: httpx2.HTTPError) -> ExecSessionsError:
-    return errors.ServiceUnavailableError(f"Cannot reach jupyter-exec-sessions at {base}: {exc}")
-
-
 # --------------------------------------------------------------------------- requests
 @dataclass
-class _Call:
+class Call:
     """One API request, built once and sent by either client."""
 
     method: str
@@ -173,10 +161,10 @@ def _file_part(file: FileInput, filename: str | None) -> Any:
     return (filename or Path(str(getattr(file, "name", "upload.bin"))).name, file)
 
 
-def _exec_call(container_id: str, request: ExecRequest, stream: bool) -> _Call:
+def _exec_call(container_id: str, request: ExecRequest, stream: bool) -> Call:
     body = request.model_dump(mode="json", exclude_none=True)
     body["stream"] = stream
-    return _Call("POST", f"containers/{_seg(container_id)}/executions", json=body)
+    return Call("POST", f"containers/{_seg(container_id)}/executions", json=body)
 
 
 def _stream_event(data: str, event_name: str) -> ExecutionStreamEvent | None:
@@ -190,8 +178,24 @@ def _stream_event(data: str, event_name: str) -> ExecutionStreamEvent | None:
     return ExecutionStreamEvent.model_validate(payload)
 
 
+def _events_call(last_event_id: str | int | None) -> Call:
+    call = Call("GET", "events")
+    if last_event_id is not None:
+        call.headers["Last-Event-ID"] = str(last_event_id)
+    return call
+
+
 def _feed_event(data: str) -> Event | None:
-    return EVENT_ADAPTER.validate_json(data) if data.strip() else None
+    """The event of one feed frame; ``None`` when empty or of a type we do not know.
+
+    A newer server may add event types: the feed stays readable.
+    """
+    if not data.strip():
+        return None
+    try:
+        return EVENT_ADAPTER.validate_json(data)
+    except ValidationError:
+        return None
 
 
 def _incomplete() -> ExecSessionsError:
@@ -205,6 +209,6 @@ class _Base:
 
     def __init__(self, url: str, token: str | None, headers: Mapping[str, str] | None) -> None:
         self.base_url = api_base_url(url)
-        self._headers = {"Accept": "application/json", **(headers or {})}
+        self._headers = dict(headers or {})
         if token:
             self._headers["Authorization"] = f"Bearer {token}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from types import TracebackType
-from typing import Literal
+from typing import Literal, overload
 
 import httpx2
 
@@ -26,22 +26,21 @@ from ..models import (
 from ._core import (
     _DEFAULT_TIMEOUT,
     _EXEC_ADAPTER,
-    _STREAM_TIMEOUT,
+    Call,
     ExecRequest,
     FileInput,
     _Base,
-    _Call,
     _create_request,
+    _events_call,
     _exec_call,
     _feed_event,
     _file_part,
     _incomplete,
     _page,
-    _raise_for_status,
     _seg,
     _stream_event,
-    _unreachable,
 )
+from ._transport import SyncTransport
 
 __all__ = ["Client"]
 
@@ -61,6 +60,7 @@ class Client(_Base):
         super().__init__(url, token, headers)
         self._http = http_client or httpx2.Client(timeout=timeout)
         self._owns_http = http_client is None
+        self._transport = SyncTransport(self.base_url, self._http, self._headers)
 
     def __enter__(self) -> Client:
         return self
@@ -78,21 +78,8 @@ class Client(_Base):
         if self._owns_http:
             self._http.close()
 
-    def _send(self, call: _Call) -> bytes:
-        try:
-            response = self._http.request(
-                call.method,
-                f"{self.base_url}/{call.path}",
-                params=call.params,
-                json=call.json,
-                files=call.files,
-                headers={**self._headers, **call.headers},
-            )
-        except httpx2.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from exc
-        body = response.content
-        _raise_for_status(response, body, call.container_id)
-        return body
+    def _send(self, call: Call) -> bytes:
+        return self._transport.send(call)
 
     # containers
     def create_container(
@@ -106,7 +93,7 @@ class Client(_Base):
         """Create a container (``request``, or ``name`` + options; int expiry = minutes)."""
         req = _create_request(request, name, expires_after, memory_limit)
         body = req.model_dump(mode="json", exclude_none=True)
-        return Container.model_validate_json(self._send(_Call("POST", "containers", json=body)))
+        return Container.model_validate_json(self._send(Call("POST", "containers", json=body)))
 
     def list_containers(
         self,
@@ -119,7 +106,7 @@ class Client(_Base):
         """One cursor page of the caller's containers."""
         params = _page(after=after, limit=limit, order=order, name=name)
         return ContainerList.model_validate_json(
-            self._send(_Call("GET", "containers", params=params))
+            self._send(Call("GET", "containers", params=params))
         )
 
     def iter_containers(
@@ -137,13 +124,13 @@ class Client(_Base):
     def retrieve_container(self, container_id: str) -> Container:
         """Return the container object (refreshes ``last_active_at``)."""
         return Container.model_validate_json(
-            self._send(_Call("GET", f"containers/{_seg(container_id)}"))
+            self._send(Call("GET", f"containers/{_seg(container_id)}"))
         )
 
     def delete_container(self, container_id: str) -> ContainerDeleted:
         """Delete a container: its kernel is shut down and running executions cancelled."""
         return ContainerDeleted.model_validate_json(
-            self._send(_Call("DELETE", f"containers/{_seg(container_id)}"))
+            self._send(Call("DELETE", f"containers/{_seg(container_id)}"))
         )
 
     # files
@@ -151,7 +138,7 @@ class Client(_Base):
         self, container_id: str, file: FileInput, *, filename: str | None = None
     ) -> ContainerFile:
         """Upload bytes, a path, or a binary file object into the container's directory."""
-        call = _Call(
+        call = Call(
             "POST",
             f"containers/{_seg(container_id)}/files",
             files={"file": _file_part(file, filename)},
@@ -167,7 +154,7 @@ class Client(_Base):
         order: Literal["asc", "desc"] | None = None,
     ) -> ContainerFileList:
         """One cursor page of the container's files (uploaded and written by code)."""
-        call = _Call(
+        call = Call(
             "GET",
             f"containers/{_seg(container_id)}/files",
             params=_page(after=after, limit=limit, order=order),
@@ -177,17 +164,17 @@ class Client(_Base):
     def retrieve_file(self, container_id: str, file_id: str) -> ContainerFile:
         """Return one file object."""
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}"
-        return ContainerFile.model_validate_json(self._send(_Call("GET", path)))
+        return ContainerFile.model_validate_json(self._send(Call("GET", path)))
 
     def file_content(self, container_id: str, file_id: str) -> bytes:
         """Return the raw bytes of a file."""
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}/content"
-        return self._send(_Call("GET", path, headers={"Accept": "*/*"}))
+        return self._send(Call("GET", path, headers={"Accept": "*/*"}))
 
     def delete_file(self, container_id: str, file_id: str) -> ContainerFileDeleted:
         """Delete a file from the container."""
         path = f"containers/{_seg(container_id)}/files/{_seg(file_id)}"
-        return ContainerFileDeleted.model_validate_json(self._send(_Call("DELETE", path)))
+        return ContainerFileDeleted.model_validate_json(self._send(Call("DELETE", path)))
 
     # executions
     def execute(
@@ -213,43 +200,46 @@ class Client(_Base):
     ) -> Iterator[ExecutionStreamEvent]:
         """Stream an execution's events; closing the iterator early interrupts it."""
         call = _exec_call(container_id, request, stream=True)
-        headers = {**self._headers, "Accept": "text/event-stream"}
-        try:
-            with self._http.stream(
-                "POST",
-                f"{self.base_url}/{call.path}",
-                json=call.json,
-                headers=headers,
-                timeout=_STREAM_TIMEOUT,
-            ) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response, response.read(), container_id)
-                for sse in httpx2.EventSource(response, max_event_size=None):
-                    event = _stream_event(sse.data, sse.event)
-                    if event is not None:
-                        yield event
-        except httpx2.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+        for frame in self._transport.stream(call):
+            event = _stream_event(frame.data, frame.event) if frame is not None else None
+            if event is not None:
+                yield event
 
     def interrupt(self, container_id: str) -> None:
         """Interrupt the container's running execution (its state is kept)."""
-        self._send(_Call("POST", f"containers/{_seg(container_id)}/interrupt"))
+        self._send(Call("POST", f"containers/{_seg(container_id)}/interrupt"))
 
     # events
-    def events(self, last_event_id: str | int | None = None) -> Iterator[Event]:
-        """Follow the caller's live events feed, resuming after ``last_event_id``."""
-        headers = {**self._headers, "Accept": "text/event-stream"}
-        if last_event_id is not None:
-            headers["Last-Event-ID"] = str(last_event_id)
-        try:
-            with self._http.stream(
-                "GET", f"{self.base_url}/events", headers=headers, timeout=_STREAM_TIMEOUT
-            ) as response:
-                if response.status_code >= 400:
-                    _raise_for_status(response, response.read(), None)
-                for sse in httpx2.EventSource(response, max_event_size=None):
-                    event = _feed_event(sse.data)
-                    if event is not None:
-                        yield event
-        except httpx2.HTTPError as exc:
-            raise _unreachable(self.base_url, exc) from exc
+    @overload
+    def events(
+        self,
+        last_event_id: str | int | None = None,
+        *,
+        keepalives: Literal[False] = False,
+        read_timeout: float | None = None,
+    ) -> Iterator[Event]: ...
+
+    @overload
+    def events(
+        self,
+        last_event_id: str | int | None = None,
+        *,
+        keepalives: Literal[True],
+        read_timeout: float | None = None,
+    ) -> Iterator[Event | None]: ...
+
+    def events(
+        self,
+        last_event_id: str | int | None = None,
+        *,
+        keepalives: bool = False,
+        read_timeout: float | None = None,
+    ) -> Iterator[Event | None]:
+        """Follow the caller's live events feed; arguments as in ``AsyncClient.events``."""
+        call = _events_call(last_event_id)
+        for frame in self._transport.stream(call, read_timeout=read_timeout):
+            event = _feed_event(frame.data) if frame is not None else None
+            if event is not None:
+                yield event
+            elif frame is None and keepalives:
+                yield None

@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+from urllib.parse import quote
 
 import httpx2
 
-from ..errors import (
-    AuthenticationError,
-    ExecSessionsError,
-    InvalidRequestError,
-    NotFoundError,
-    RateLimitError,
-    ServiceUnavailableError,
-)
+from ..client._core import Call
+from ..client._transport import AsyncTransport
+from ..errors import ExecSessionsError, NotFoundError
 
 __all__ = [
     "ContainerRef",
@@ -104,37 +101,6 @@ class ResolutionObserver(Protocol):
         ...
 
 
-_STATUS_ERRORS: dict[int, type[ExecSessionsError]] = {
-    400: InvalidRequestError,
-    401: AuthenticationError,
-    403: AuthenticationError,
-    404: NotFoundError,
-    429: RateLimitError,
-    503: ServiceUnavailableError,
-}
-
-
-def _raise_for(response: httpx2.Response, what: str) -> None:
-    """Turn a non-2xx containers-API answer into the matching ``ExecSessionsError``."""
-    if response.status_code < 400:
-        return
-    message = f"{what} failed with HTTP {response.status_code}"
-    code: str | None = None
-    try:
-        body = response.json()
-        detail = body.get("error") if isinstance(body, dict) else None
-        if isinstance(detail, dict):
-            message = f"{what}: {detail.get('message') or message}"
-            code = detail.get("code") if isinstance(detail.get("code"), str) else None
-    except ValueError:
-        pass
-    cls = _STATUS_ERRORS.get(response.status_code, ExecSessionsError)
-    if cls is RateLimitError:
-        retry_after = float(response.headers.get("retry-after", "1") or 1)
-        raise RateLimitError(message, retry_after=retry_after, code=code)
-    raise cls(message, code=code)
-
-
 def _ref(body: Mapping[str, Any]) -> ContainerRef:
     return ContainerRef(
         id=str(body["id"]),
@@ -176,28 +142,27 @@ class ContainersAPIBackend:
         self._report_timeout = report_timeout
         self.default_expires_after_minutes = default_expires_after_minutes
         self._lock = threading.Lock()
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncTransport] = (
             weakref.WeakKeyDictionary()
         )
 
-    def _client(self) -> httpx2.AsyncClient:
+    def _client(self) -> AsyncTransport:
         loop = asyncio.get_running_loop()
         with self._lock:
             client = self._clients.get(loop)
-            if client is None or client.is_closed:
-                client = httpx2.AsyncClient(
-                    base_url=self.base_url + "/", headers=self._headers, timeout=self._timeout
-                )
+            if client is None or client.http.is_closed:
+                http = httpx2.AsyncClient(timeout=self._timeout)
+                client = AsyncTransport(self.base_url, http, self._headers)
                 self._clients[loop] = client
             return client
 
     async def find(self, container_id: str) -> ContainerRef | None:
-        """``GET /containers/{id}``; ``None`` on 404."""
-        response = await self._client().get(f"containers/{container_id}")
-        if response.status_code == 404:
+        """``GET /containers/{id}``; ``None`` when it does not exist (404)."""
+        call = Call("GET", f"containers/{quote(container_id, safe='')}")
+        try:
+            return _ref(json.loads(await self._client().send(call)))
+        except NotFoundError:
             return None
-        _raise_for(response, f"Retrieving container {container_id}")
-        return _ref(response.json())
 
     async def validate(self, container: ContainerRef) -> bool:
         """Usable when ``status == "running"`` (OpenAI and ours both say ``expired`` otherwise)."""
@@ -213,9 +178,7 @@ class ContainersAPIBackend:
             body["memory_limit"] = spec.memory_limit
         if spec.file_ids:
             body["file_ids"] = list(spec.file_ids)
-        response = await self._client().post("containers", json=body)
-        _raise_for(response, "Creating a container")
-        return _ref(response.json())
+        return _ref(json.loads(await self._client().send(Call("POST", "containers", json=body))))
 
     async def report_resolution(
         self,
@@ -228,12 +191,13 @@ class ContainersAPIBackend:
         """Best-effort ``POST /containers/{id}/resolutions`` on our own servers only."""
         if not container.ours:
             return
-        with contextlib.suppress(httpx2.HTTPError):
-            await self._client().post(
-                f"containers/{container.id}/resolutions",
-                json={"origin": origin, "previous_id": previous_id, "session_id": session_id},
-                timeout=self._report_timeout,
-            )
+        call = Call(
+            "POST",
+            f"containers/{quote(container.id, safe='')}/resolutions",
+            json={"origin": origin, "previous_id": previous_id, "session_id": session_id},
+        )
+        with contextlib.suppress(ExecSessionsError):
+            await self._client().send(call, timeout=self._report_timeout)
 
     async def aclose(self) -> None:
         """Close the connection pool of the current event loop and forget the others."""
@@ -246,4 +210,4 @@ class ContainersAPIBackend:
             current = None
         for loop, client in clients:
             if loop is current:
-                await client.aclose()
+                await client.http.aclose()

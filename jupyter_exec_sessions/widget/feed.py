@@ -1,14 +1,15 @@
 """The session monitor's background follower: containers list + events feed, never blocking.
 
-:class:`Follower` runs in a daemon thread with its own asyncio loop and an ``httpx2``
-client. Per connection it
+:class:`Follower` runs in a daemon thread with its own asyncio loop and a typed
+:class:`~jupyter_exec_sessions.client.AsyncClient` (the package's one transport, error mapping
+and SSE reader). Per connection it
 
-1. opens ``GET {api}/events`` (SSE, ``Authorization: Bearer``), sending ``Last-Event-ID`` with
-   the last ``seq`` it processed once it has one, so the server replays exactly what was missed;
-2. lists every container (``GET {api}/containers``, all pages) *after* the stream is open, so a
+1. opens the events feed (``client.events(keepalives=True)``), resuming after the last ``seq``
+   it processed once it has one, so the server replays exactly what was missed;
+2. lists every container (``client.iter_containers``) *after* the stream is open, so a
    container created in between is in the listing or in the stream, never in neither;
 3. folds each event into :class:`~.state.MonitorState` (events already seen, by id,
-   are dropped) and refreshes the containers the event touched (``GET {api}/containers/{id}``,
+   are dropped) and refreshes the containers the event touched (``retrieve_container``,
    debounced) so counters are the server's exact ones.
 
 When the stream ends or fails it reconnects with exponential backoff (0.1 s → 2 s). The owner
@@ -21,25 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2 as httpx
 from pydantic import ValidationError
 
-from ..models import EVENT_ADAPTER, Container, ContainerList
+from ..client import AsyncClient
+from ..client._transport import is_unreachable
+from ..errors import ExecSessionsError, NotFoundError
 from .state import MonitorState
 
 __all__ = ["Follower", "Snapshot"]
 
 _log = logging.getLogger(__name__)
-_MAX_PAGES = 1000
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 2.0
 
@@ -60,40 +60,8 @@ class Snapshot:
     updated_at: float = 0.0
 
 
-class _FeedError(Exception):
-    """The server answered the feed or a listing with an HTTP error."""
-
-
-async def _iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str, str]]:
-    """Yield ``(id, event, data)`` per server-sent event; a comment yields ``("", "", "")``."""
-    ev_id, ev_type = "", ""
-    data: list[str] = []
-    async for line in response.aiter_lines():
-        if not line:
-            if data:
-                yield ev_id, ev_type or "message", "\n".join(data)
-            ev_id, ev_type, data = "", "", []
-            continue
-        if line.startswith(":"):
-            yield "", "", ""  # a keep-alive comment: the connection is alive
-            continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "data":
-            data.append(value)
-        elif name == "event":
-            ev_type = value
-        elif name == "id":
-            ev_id = value
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-        message = body["error"]["message"]
-    except (ValueError, KeyError, TypeError):
-        message = response.text[:200]
-    return f"HTTP {response.status_code}: {message}"
+def _error_text(exc: ExecSessionsError) -> str:
+    return f"HTTP {exc.status}: {exc.message}"
 
 
 class Follower:
@@ -111,7 +79,7 @@ class Follower:
         read_timeout: float = 60.0,
     ) -> None:
         self.api_base = api_base.rstrip("/") + "/"
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._token = token
         # A weak reference: a widget that is garbage-collected stops its follower.
         self._on_update: Callable[[], Callable[[Snapshot], None] | None]
         if hasattr(on_update, "__self__"):
@@ -174,10 +142,7 @@ class Follower:
     async def _main(self) -> None:
         self._dirty = asyncio.Event()
         self._wanted = asyncio.Event()
-        timeout = httpx.Timeout(10.0, read=self.read_timeout)
-        async with httpx.AsyncClient(
-            base_url=self.api_base, headers=self._headers, timeout=timeout
-        ) as client:
+        async with AsyncClient(self.api_base, self._token, timeout=10.0) as client:
             helpers = [
                 asyncio.create_task(self._flush_loop()),
                 asyncio.create_task(self._refresh_loop(client)),
@@ -189,59 +154,42 @@ class Follower:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
 
-    async def _follow_forever(self, client: httpx.AsyncClient) -> None:
+    async def _follow_forever(self, client: AsyncClient) -> None:
         backoff = _BACKOFF_MIN
         while not self._stopping.is_set():
             try:
                 await self._follow_once(client)
                 self._set_status("reconnecting", "the events stream ended")
                 backoff = _BACKOFF_MIN
-            except _FeedError as exc:
-                self._set_status("error", str(exc))
-            except Exception as exc:  # transport errors, a server going away, bad bodies
+            except ExecSessionsError as exc:
+                if is_unreachable(exc):
+                    self._set_status("reconnecting", str(exc))
+                else:  # the server answered with an error (a bad token…)
+                    self._set_status("error", _error_text(exc))
+            except Exception as exc:  # a server going away mid-body, bad bodies
                 self._set_status("reconnecting", f"{type(exc).__name__}: {exc}".strip(": "))
             await asyncio.sleep(backoff)  # reconnect backoff, not synchronisation
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
-    async def _follow_once(self, client: httpx.AsyncClient) -> None:
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-store"}
-        if self.state.last_seq is not None:
-            headers["Last-Event-ID"] = str(self.state.last_seq)
-        async with client.stream("GET", "events", headers=headers) as response:
-            if response.status_code != 200:
-                await response.aread()
-                raise _FeedError(_error_text(response))
-            self.connections += 1
-            await self._list_containers(client)
-            self._set_status("live", "")
-            async for _id, _type, data in _iter_sse(response):
-                if not data:
-                    self._mark_dirty()  # heartbeat: the view knows the monitor is alive
-                    continue
-                try:
-                    event = EVENT_ADAPTER.validate_json(data)
-                except ValidationError:
-                    continue  # not an event of ours (forward compatibility)
-                if self.state.apply_event(event):
-                    if event.container_id and event.type != "container.deleted":
-                        self._want_refresh(event.container_id)
-                    self._mark_dirty()
+    async def _follow_once(self, client: AsyncClient) -> None:
+        opened = False
+        feed = client.events(self.state.last_seq, keepalives=True, read_timeout=self.read_timeout)
+        async for event in feed:
+            if event is None:
+                if not opened:  # the feed records for us from now on: list what exists
+                    opened = True
+                    self.connections += 1
+                    await self._list_containers(client)
+                    self._set_status("live", "")
+                self._mark_dirty()  # heartbeat: the view knows the monitor is alive
+                continue
+            if self.state.apply_event(event):
+                if event.container_id and event.type != "container.deleted":
+                    self._want_refresh(event.container_id)
+                self._mark_dirty()
 
-    async def _list_containers(self, client: httpx.AsyncClient) -> None:
-        found: list[Container] = []
-        after: str | None = None
-        for _ in range(_MAX_PAGES):
-            params: dict[str, str | int] = {"limit": 100, "order": "asc"}
-            if after:
-                params["after"] = after
-            response = await client.get("containers", params=params)
-            if response.status_code != 200:
-                raise _FeedError(_error_text(response))
-            page = ContainerList.model_validate(response.json())
-            found.extend(page.data)
-            if not page.has_more or not page.last_id:
-                break
-            after = page.last_id
+    async def _list_containers(self, client: AsyncClient) -> None:
+        found = [c async for c in client.iter_containers(order="asc")]
         self.state.apply_listing(found, time.time())
         self._mark_dirty()
 
@@ -251,7 +199,7 @@ class Follower:
         assert self._wanted is not None
         self._wanted.set()
 
-    async def _refresh_loop(self, client: httpx.AsyncClient) -> None:
+    async def _refresh_loop(self, client: AsyncClient) -> None:
         assert self._wanted is not None
         while True:
             await self._wanted.wait()
@@ -262,18 +210,15 @@ class Follower:
             ids = {i for i in ids if i in rows and rows[i]["status"] != "deleted"}
             await asyncio.gather(*(self._refresh_one(client, i) for i in ids))
 
-    async def _refresh_one(self, client: httpx.AsyncClient, container_id: str) -> None:
+    async def _refresh_one(self, client: AsyncClient, container_id: str) -> None:
         try:
-            response = await client.get(f"containers/{container_id}")
-        except httpx.HTTPError:
-            return  # the next event or reconnect listing brings it up to date
-        if response.status_code == 404:
+            container = await client.retrieve_container(container_id)
+        except NotFoundError:
             self.state.mark_deleted(container_id, time.time())
-        elif response.status_code == 200:
-            with contextlib.suppress(ValidationError, json.JSONDecodeError):
-                self.state.apply_container(Container.model_validate(response.json()))
+        except (ExecSessionsError, ValidationError):
+            return  # the next event or reconnect listing brings it up to date
         else:
-            return
+            self.state.apply_container(container)
         self._mark_dirty()
 
     # ------------------------------------------------------------------ publishing
