@@ -3,7 +3,7 @@
 One server subprocess (``_server.running_server``) and one raw kernel in this process; the paths
 are interleaved sample by sample after a warm-up, so load on the machine hits them alike:
 
-* raw        ``AsyncKernelClient.execute_interactive("1+1")`` (the baseline; DESIGN §7: ≈5.6 ms);
+* raw        ``AsyncKernelClient.execute_interactive("1+1")`` (the baseline, ≈5.6 ms);
 * mcp-http   the official ``mcp`` client, ``call_tool("execute_python_code")`` over streamable
              HTTP at ``{base_url}exec-sessions/mcp`` in its MCP session's own container
              (goal: p50 ≤ 1.6× raw);

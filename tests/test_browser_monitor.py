@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import ARTIFACTS, ROOT, RunningServer, _launch
+from helpers import ARTIFACTS, ROOT, RunningServer, ServerLauncher
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -70,7 +70,9 @@ def require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def lab(
+    tmp_path_factory: pytest.TempPathFactory, launch_server: ServerLauncher
+) -> Iterator[RunningServer]:
     require_chromium()
     tmp = tmp_path_factory.mktemp("lab")
     root = tmp / "root"
@@ -82,8 +84,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     (settings / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False})
     )
-    srv = _launch(
-        tmp,
+    srv = launch_server(
+        tmp=tmp,
         lab=True,
         pool_size=1,
         extra_args=["--LabApp.expose_app_in_browser=True"],

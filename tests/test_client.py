@@ -7,7 +7,7 @@ import time
 
 import anyio
 import pytest
-from conftest import RunningServer
+from helpers import RunningServer
 
 from jupyter_exec_sessions import errors
 from jupyter_exec_sessions._contract import ContainerBackend

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible containers API (DESIGN §3.1), driven by the official openai SDK."""
+"""The OpenAI-compatible containers API, driven by the official openai SDK."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
-from conftest import RunningServer
-from sse import read_events
+from helpers import RunningServer, read_events
 
 
 def sdk(server: RunningServer, token: str | None = None) -> openai.OpenAI:

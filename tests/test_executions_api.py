@@ -1,4 +1,4 @@
-"""Executions over REST (DESIGN §3.2): Python and shell, buffered and streamed, limits, faults."""
+"""Executions over REST: Python and shell, buffered and streamed, limits, faults."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from conftest import RunningServer
-from sse import read_events
+from helpers import RunningServer, read_events
 
 
 def new_container(server: RunningServer, name: str = "exec") -> str:

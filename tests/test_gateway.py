@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,11 +16,9 @@ from typing import Any
 
 import openai
 import pytest
-import uvicorn
-from conftest import free_port
+from helpers import read_events, serve_asgi
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
-from sse import read_events
 from starlette.applications import Starlette
 
 from jupyter_exec_sessions.gateway import create_app
@@ -57,21 +53,12 @@ CI_EVENTS_TAIL = [
 @contextmanager
 def serve(app: Starlette) -> Iterator[openai.OpenAI]:
     """Run ``app`` under uvicorn in a thread; yield an SDK client pointed at it."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:  # bounded start-up wait
-        assert thread.is_alive() and time.monotonic() < deadline, "gateway did not start"
-        time.sleep(0.02)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0)
-    try:
-        yield client
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(20)
+    with serve_asgi(app) as base:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 @pytest.fixture(scope="module")

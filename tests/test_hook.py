@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from sse import read_events
+from helpers import read_events
 
 from jupyter_exec_sessions.errors import ContainerExpiredError, ContainerNotFoundError
 from jupyter_exec_sessions.hook import (

@@ -7,14 +7,11 @@ bodies). Our own server is covered by ``test_hook.py``.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
-from conftest import free_port
+from helpers import serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -105,22 +102,13 @@ class OpenAIShapes:
 @pytest.fixture(scope="module")
 def openai_api() -> Iterator[tuple[OpenAIShapes, str]]:
     shapes = OpenAIShapes()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(shapes.app(), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:  # bounded start-up wait
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    yield shapes, f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(20)
+    with serve_asgi(shapes.app()) as base:
+        yield shapes, f"{base}/v1"
 
 
-async def test_the_backend_resolves_against_openai_container_shapes(openai_api):
+async def test_the_backend_resolves_against_openai_container_shapes(
+    openai_api: tuple[OpenAIShapes, str],
+) -> None:
     shapes, base = openai_api
     backend = ContainersAPIBackend(base, KEY)
     resolver = SessionResolver(backend)
@@ -142,7 +130,9 @@ async def test_the_backend_resolves_against_openai_container_shapes(openai_api):
     assert creates[-1]["memory_limit"] == "4g" and "file_ids" not in creates[-1]
 
 
-async def test_a_wrong_api_key_is_an_authentication_error(openai_api):
+async def test_a_wrong_api_key_is_an_authentication_error(
+    openai_api: tuple[OpenAIShapes, str],
+) -> None:
     _, base = openai_api
     backend = ContainersAPIBackend(base, "wrong")
     try:

@@ -1,6 +1,6 @@
 """Pure resolver and request-context rules, with a tiny in-test backend.
 
-These pin every rule of DESIGN §3.5 without a server; ``test_hook.py`` proves the same rules
+These pin every rule of the session hook without a server; ``test_hook.py`` proves the same rules
 against a real Jupyter server with the extension.
 """
 

@@ -1,4 +1,4 @@
-"""The MCP endpoint over real streamable HTTP inside a real Jupyter server (DESIGN §3.4).
+"""The MCP endpoint over real streamable HTTP inside a real Jupyter server.
 
 Every test drives the official ``mcp`` client against ``{base_url}exec-sessions/mcp`` of a
 ``jupyter server`` subprocess; containers are checked through the REST API (our typed client).
@@ -18,10 +18,10 @@ from typing import Any
 import anyio
 import httpx2 as httpx
 import pytest
-from conftest import RunningServer, _launch
+from helpers import RunningServer, ServerLauncher, tool_container_id, tool_text
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from mcp_types import CallToolResult, ImageContent, TextContent
+from mcp_types import CallToolResult, ImageContent
 
 from jupyter_exec_sessions.client import AsyncClient
 from jupyter_exec_sessions.mcp_server import (
@@ -56,15 +56,6 @@ def mcp(server: RunningServer, headers: dict[str, str] | None = None) -> Any:
 
 def api(server: RunningServer, token: str | None = None) -> AsyncClient:
     return AsyncClient(server.url, token or server.token)
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def container_of(result: CallToolResult) -> str:
-    assert result.structured_content is not None, text(result)
-    return str(result.structured_content["container_id"])
 
 
 def tiny_png() -> bytes:
@@ -110,11 +101,11 @@ async def test_state_persists_within_an_mcp_session_and_a_second_session_does_no
         r2 = await first.call_tool(PY, {"code": "secret"})
         other = await second.call_tool(PY, {"code": "secret"})
         again = await second.call_tool(PY, {"code": "1 + 1"})
-    assert not r1.is_error and "FIRST-ONLY" in text(r1)
-    assert "'first-only'" in text(r2)
-    assert container_of(r1) == container_of(r2)
-    assert "NameError" in text(other) and not other.is_error
-    assert container_of(other) == container_of(again) != container_of(r1)
+    assert not r1.is_error and "FIRST-ONLY" in tool_text(r1)
+    assert "'first-only'" in tool_text(r2)
+    assert tool_container_id(r1) == tool_container_id(r2)
+    assert "NameError" in tool_text(other) and not other.is_error
+    assert tool_container_id(other) == tool_container_id(again) != tool_container_id(r1)
 
 
 async def test_meta_container_id_routes_the_call_to_that_container(server: RunningServer) -> None:
@@ -124,8 +115,8 @@ async def test_meta_container_id_routes_the_call_to_that_container(server: Runni
     async with mcp(server) as client:
         routed = await client.call_tool(PY, {"code": "where"}, meta={META_CONTAINER_ID: box.id})
         unrouted = await client.call_tool(PY, {"code": "where"})
-    assert container_of(routed) == box.id and "'rest-made'" in text(routed)
-    assert container_of(unrouted) != box.id and "NameError" in text(unrouted)
+    assert tool_container_id(routed) == box.id and "'rest-made'" in tool_text(routed)
+    assert tool_container_id(unrouted) != box.id and "NameError" in tool_text(unrouted)
 
 
 async def test_x_container_id_header_routes_calls_and_meta_wins_over_it(
@@ -138,9 +129,9 @@ async def test_x_container_id_header_routes_calls_and_meta_wins_over_it(
         first = await client.call_tool(PY, {"code": "import os\nmark = 'h'"})
         second = await client.call_tool(PY, {"code": "mark"})
         meta = await client.call_tool(PY, {"code": "mark"}, meta={META_CONTAINER_ID: by_meta.id})
-    assert container_of(first) == container_of(second) == by_header.id
-    assert "'h'" in text(second)
-    assert container_of(meta) == by_meta.id and "NameError" in text(meta)
+    assert tool_container_id(first) == tool_container_id(second) == by_header.id
+    assert "'h'" in tool_text(second)
+    assert tool_container_id(meta) == by_meta.id and "NameError" in tool_text(meta)
 
 
 async def test_sixteen_parallel_calls_on_one_connection_each_run_in_their_own_container(
@@ -166,9 +157,9 @@ async def test_sixteen_parallel_calls_on_one_connection_each_run_in_their_own_co
     assert len(results) == 16
     for i, result in results.items():
         who, cid = ("A", a.id) if i % 2 == 0 else ("B", b.id)
-        assert not result.is_error, text(result)
-        assert container_of(result) == cid
-        assert f"'{who}-{i}'" in text(result)
+        assert not result.is_error, tool_text(result)
+        assert tool_container_id(result) == cid
+        assert f"'{who}-{i}'" in tool_text(result)
 
 
 async def test_progress_notifications_carry_output_while_the_code_runs(
@@ -195,7 +186,7 @@ async def test_progress_notifications_carry_output_while_the_code_runs(
     joined = "".join(messages)
     assert "first" in joined and "second" in joined, messages
     assert joined.index("first") < joined.index("second")
-    assert "second" in text(result)
+    assert "second" in tool_text(result)
 
 
 async def test_turn_metadata_from_meta_codex_and_headers_is_counted_on_the_container(
@@ -247,7 +238,7 @@ async def test_parallel_first_calls_of_a_new_session_share_one_container(
             async with anyio.create_task_group() as tg:
                 for i in range(8):
                     tg.start_soon(call, i)
-    assert len({container_of(r) for r in results}) == 1
+    assert len({tool_container_id(r) for r in results}) == 1
 
 
 async def test_a_stateless_2026_client_runs_in_named_containers_and_is_told_why_not_otherwise(
@@ -260,8 +251,8 @@ async def test_a_stateless_2026_client_runs_in_named_containers_and_is_told_why_
         async with Client(transport, mode="2026-07-28", read_timeout_seconds=90) as client:
             named = await client.call_tool(PY, {"code": "6 * 7"}, meta={META_CONTAINER_ID: box.id})
             unnamed = await client.call_tool(PY, {"code": "6 * 7"})
-    assert container_of(named) == box.id and "42" in text(named)
-    assert unnamed.is_error and "no MCP session" in text(unnamed)
+    assert tool_container_id(named) == box.id and "42" in tool_text(named)
+    assert unnamed.is_error and "no MCP session" in tool_text(unnamed)
 
 
 # --------------------------------------------------------------------------- results
@@ -271,7 +262,7 @@ async def test_user_code_errors_are_normal_results_with_a_readable_traceback(
     code = "def divide(a, b):\n    return a / b\n\ndivide(1, 0)"
     async with mcp(server) as client:
         result = await client.call_tool(PY, {"code": code})
-    body = text(result)
+    body = tool_text(result)
     assert result.is_error is False
     assert "ZeroDivisionError" in body and "divide" in body and "return a / b" in body
     assert "\x1b[" not in body
@@ -287,7 +278,7 @@ async def test_images_are_returned_as_image_content(server: RunningServer) -> No
     assert len(images) == 1, result.content
     assert images[0].mime_type == "image/png"
     assert base64.b64decode(images[0].data) == png
-    assert "'shown'" in text(result)
+    assert "'shown'" in tool_text(result)
 
 
 async def test_shell_commands_report_each_exit_code_and_keep_the_directory(
@@ -300,10 +291,10 @@ async def test_shell_commands_report_each_exit_code_and_keep_the_directory(
         second = await client.call_tool(SH, {"commands": ["pwd", "cat f.txt"]})
         python = await client.call_tool(PY, {"code": "import os\nsorted(os.listdir('.'))"})
     assert not first.is_error
-    assert "[exit code 1]" in text(first) and "$ false" in text(first)
-    assert "work/inner" in text(second) and "hi" in text(second)
-    assert container_of(first) == container_of(second) == container_of(python)
-    assert "'work'" in text(python)
+    assert "[exit code 1]" in tool_text(first) and "$ false" in tool_text(first)
+    assert "work/inner" in tool_text(second) and "hi" in tool_text(second)
+    assert tool_container_id(first) == tool_container_id(second) == tool_container_id(python)
+    assert "'work'" in tool_text(python)
 
 
 async def test_long_output_is_truncated_with_a_note_and_timeouts_are_results(
@@ -317,14 +308,14 @@ async def test_long_output_is_truncated_with_a_note_and_timeouts_are_results(
         alive = await client.call_tool(PY, {"code": "'still usable'"})
     assert not long.is_error and long.structured_content
     assert long.structured_content["truncated"] is True
-    assert "output truncated" in text(long)
-    assert "20000" in text(long) and len(text(long)) < 6000
+    assert "output truncated" in tool_text(long)
+    assert "20000" in tool_text(long) and len(tool_text(long)) < 6000
     full = long.structured_content["full_output_file"]
-    assert full and full in text(long)
+    assert full and full in tool_text(long)
     assert slow.is_error is False
     assert slow.structured_content and slow.structured_content["status"] == "timed_out"
-    assert "timed out" in text(slow)
-    assert "'still usable'" in text(alive)
+    assert "timed out" in tool_text(slow)
+    assert "'still usable'" in tool_text(alive)
 
 
 async def test_a_deleted_session_container_is_replaced_and_the_result_says_state_was_reset(
@@ -333,12 +324,14 @@ async def test_a_deleted_session_container_is_replaced_and_the_result_says_state
     async with mcp(server) as client:
         before = await client.call_tool(PY, {"code": "kept = 1"})
         async with api(server) as rest:
-            await rest.delete_container(container_of(before))
+            await rest.delete_container(tool_container_id(before))
         after = await client.call_tool(PY, {"code": "kept"})
         later = await client.call_tool(PY, {"code": "'still here'"})
-    assert container_of(after) != container_of(before)
-    assert "State reset" in text(after) and "NameError" in text(after)
-    assert container_of(later) == container_of(after) and "State reset" not in text(later)
+    assert tool_container_id(after) != tool_container_id(before)
+    assert "State reset" in tool_text(after) and "NameError" in tool_text(after)
+    assert tool_container_id(later) == tool_container_id(after) and "State reset" not in tool_text(
+        later
+    )
 
 
 def test_lone_answers_come_as_json_and_progress_calls_stream_as_sse(
@@ -400,7 +393,7 @@ async def test_an_unknown_container_is_a_tool_error_naming_it(server: RunningSer
         by_header = await client.call_tool(SH, {"commands": ["true"]})
     for result in (by_meta, by_header):
         assert result.is_error is True
-        assert missing in text(result) and "not found" in text(result)
+        assert missing in tool_text(result) and "not found" in tool_text(result)
 
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
@@ -435,10 +428,9 @@ async def test_an_mcp_client_with_a_wrong_token_cannot_connect(server: RunningSe
 
 # --------------------------------------------------------------------------- several users
 @pytest.fixture(scope="module")
-def users_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def users_server(launch_server: ServerLauncher) -> Iterator[RunningServer]:
     """A server with two users (alice, bob) whose containers expire after 0.5 s per 'minute'."""
-    srv = _launch(
-        tmp_path_factory.mktemp("users"),
+    srv = launch_server(
         token="alice-secret",
         extra_args=["--ServerApp.identity_provider_class=idp.MultiUserIdentityProvider"],
         pool_size=0,
@@ -463,8 +455,8 @@ async def test_another_users_container_and_mcp_session_are_out_of_reach(
         alice_session = await alice.call_tool(PY, {"code": "2"})
         bob_session = await bob.call_tool(PY, {"code": "2"})
     assert not ok.is_error
-    assert foreign.is_error and mine.id in text(foreign) and "not found" in text(foreign)
-    assert container_of(alice_session) != container_of(bob_session)
+    assert foreign.is_error and mine.id in tool_text(foreign) and "not found" in tool_text(foreign)
+    assert tool_container_id(alice_session) != tool_container_id(bob_session)
 
     # an MCP session belongs to the user who opened it
     accept = {"Accept": "application/json, text/event-stream"}
@@ -509,4 +501,4 @@ async def test_an_expired_explicit_container_is_a_tool_error(users_server: Runni
     async with connect(users_server.mcp_url, "alice-secret") as client:
         result = await client.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: box.id})
     assert result.is_error is True
-    assert box.id in text(result) and "expired" in text(result)
+    assert box.id in tool_text(result) and "expired" in tool_text(result)

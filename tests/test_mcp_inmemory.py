@@ -7,16 +7,11 @@ eras of the in-process transport, the default session, and a refused discovery p
 from __future__ import annotations
 
 import pytest
-from conftest import RunningServer
+from helpers import RunningServer, tool_text
 from mcp import Client
-from mcp_types import CallToolResult, TextContent
 
 from jupyter_exec_sessions.client import AsyncClient
 from jupyter_exec_sessions.mcp_server import create_mcp_server
-
-
-def text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -33,8 +28,8 @@ async def test_in_process_tools_keep_state_in_the_default_session(
             shell = await client.call_tool(
                 "execute_shell_commands", {"commands": ["echo $((6*7))"]}
             )
-    assert "12.57" in text(area)
-    assert "42" in text(shell)
+    assert "12.57" in tool_text(area)
+    assert "42" in tool_text(shell)
     assert area.structured_content and shell.structured_content
     assert area.structured_content["container_id"] == shell.structured_content["container_id"]
 
@@ -48,4 +43,4 @@ async def test_a_server_that_requires_sessions_makes_auto_clients_use_the_handsh
             tools = await client.list_tools()
             no_session = await client.call_tool("execute_python_code", {"code": "1"})
     assert {t.name for t in tools.tools} == {"execute_python_code", "execute_shell_commands"}
-    assert no_session.is_error and "no MCP session" in text(no_session)
+    assert no_session.is_error and "no MCP session" in tool_text(no_session)

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import RunningServer
+from helpers import RunningServer, tool_container_id, tool_text
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
-from mcp_types import CallToolResult, TextContent
 
 from jupyter_exec_sessions.client import AsyncClient
 from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
@@ -50,15 +49,6 @@ def connect(server: RunningServer, mode: str = "auto") -> AsyncIterator[Client]:
     return stdio(["--url", server.url, "--token", server.token], mode=mode)  # type: ignore[return-value]
 
 
-def text(result: CallToolResult) -> str:
-    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-
-
-def container_of(result: CallToolResult) -> str:
-    assert result.structured_content is not None, text(result)
-    return str(result.structured_content["container_id"])
-
-
 async def test_stdio_server_lists_the_two_tools_and_keeps_state_for_its_session(
     server: RunningServer,
 ) -> None:
@@ -68,9 +58,9 @@ async def test_stdio_server_lists_the_two_tools_and_keeps_state_for_its_session(
         second = await client.call_tool(PY, {"code": "total + 2"})
         shell = await client.call_tool(SH, {"commands": ["echo from-shell"]})
     assert names == [PY, SH]
-    assert "42" in text(second) and not second.is_error
-    assert container_of(first) == container_of(second) == container_of(shell)
-    assert "from-shell" in text(shell) and "[exit code 0]" in text(shell)
+    assert "42" in tool_text(second) and not second.is_error
+    assert tool_container_id(first) == tool_container_id(second) == tool_container_id(shell)
+    assert "from-shell" in tool_text(shell) and "[exit code 0]" in tool_text(shell)
 
 
 async def test_two_stdio_processes_are_two_sessions_with_separate_state(
@@ -79,7 +69,7 @@ async def test_two_stdio_processes_are_two_sessions_with_separate_state(
     async with connect(server) as one, connect(server, mode="legacy") as two:
         await one.call_tool(PY, {"code": "only_one = True"})
         seen = await two.call_tool(PY, {"code": "only_one"})
-        assert "NameError" in text(seen)
+        assert "NameError" in tool_text(seen)
 
 
 async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
@@ -104,9 +94,9 @@ async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
         missing = await client.call_tool(
             PY, {"code": "1"}, meta={META_CONTAINER_ID: "cntr_" + "f" * 32}
         )
-    assert container_of(result) == box.id and "'made-by-rest'" in text(result)
+    assert tool_container_id(result) == box.id and "'made-by-rest'" in tool_text(result)
     assert any("streamed" in m for m in messages), messages
-    assert missing.is_error and "not found" in text(missing)
+    assert missing.is_error and "not found" in tool_text(missing)
     async with AsyncClient(server.url, server.token) as rest:
         info = (await rest.retrieve_container(box.id)).exec_sessions
     assert (info.sessions, info.turns) == (1, 1)
@@ -116,7 +106,7 @@ async def test_stdio_takes_url_and_token_from_the_environment(server: RunningSer
     env = {"JUPYTER_EXEC_SESSIONS_URL": server.url, "JUPYTER_EXEC_SESSIONS_TOKEN": server.token}
     async with stdio([], env=env) as client:
         result = await client.call_tool(PY, {"code": "6 * 7"})
-    assert "42" in text(result)
+    assert "42" in tool_text(result)
 
 
 async def test_stdio_with_a_wrong_token_answers_a_tool_error_not_a_crash(
@@ -125,7 +115,7 @@ async def test_stdio_with_a_wrong_token_answers_a_tool_error_not_a_crash(
     async with stdio(["--url", server.url, "--token", "wrong"]) as client:
         result = await client.call_tool(PY, {"code": "1"})
     assert result.is_error is True
-    assert "credentials" in text(result)
+    assert "credentials" in tool_text(result)
 
 
 def test_mcp_without_a_url_exits_with_a_usage_error() -> None:

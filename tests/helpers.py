@@ -1,0 +1,359 @@
+"""What the tests (and the benchmarks) share: real servers, bounded waits, small API calls.
+
+Tests get servers from the fixtures of ``conftest.py`` (``server``, ``start_server``,
+``launch_server``); they import the types and helpers below from here, never from conftest.
+``benchmarks/_server.py`` starts its servers with :func:`launch` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import httpx2 as httpx
+import uvicorn
+from mcp_types import CallToolResult, TextContent
+
+from jupyter_exec_sessions.client._transport import ServerSentEvent, SSEDecoder
+
+__all__ = [
+    "ARTIFACTS",
+    "ROOT",
+    "RunningServer",
+    "ServerLauncher",
+    "asse_events",
+    "await_until",
+    "create_container",
+    "free_port",
+    "launch",
+    "read_events",
+    "serve_asgi",
+    "sse_events",
+    "tool_container_id",
+    "tool_text",
+    "wait_until",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+#: Server extensions of the environment that stay off unless a test asks for JupyterLab.
+LAB_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "notebook_shim", "jupyter_server_terminals")
+
+T = TypeVar("T")
+
+
+# --------------------------------------------------------------------------- bounded waits
+def wait_until(
+    predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """Poll ``predicate`` until it returns something truthy, and return that.
+
+    The one polling loop of the tests: it fails with ``what`` after ``timeout`` seconds. Use
+    it for state only observable by asking again (a kernel list, a container's counters).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)  # the poll interval of a bounded wait
+
+
+async def await_until(
+    predicate: Callable[[], T | None], timeout: float = 10.0, what: str = "condition"
+) -> T:
+    """The asynchronous :func:`wait_until` (the event loop keeps running between polls)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)  # the poll interval of a bounded wait
+
+
+# --------------------------------------------------------------------------- servers
+def free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    """A live ``jupyter server`` subprocess with the extension."""
+
+    url: str  # ends with "/"
+    token: str
+    data_dir: Path
+    root_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def api_base(self) -> str:
+        """The containers API root (no trailing slash)."""
+        return f"{self.url}exec-sessions/v1"
+
+    @property
+    def mcp_url(self) -> str:
+        """The MCP endpoint."""
+        return f"{self.url}exec-sessions/mcp"
+
+    @property
+    def ws_url(self) -> str:
+        """The server's websocket base URL."""
+        return f"ws://127.0.0.1:{self.port}/"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The authentication header of the server's own token."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def http(self, **kw: Any) -> httpx.Client:
+        """A sync httpx2 client on the containers API, authenticated."""
+        return httpx.Client(base_url=self.api_base + "/", headers=self.headers, timeout=60, **kw)
+
+    def client(self, **kw: Any) -> httpx.Client:
+        """A keep-alive httpx2 client on the server root, authenticated."""
+        kw.setdefault("timeout", 120)
+        return httpx.Client(base_url=self.url, headers=self.headers, **kw)
+
+    def async_client(self, **kw: Any) -> httpx.AsyncClient:
+        """An async httpx2 client on the server root with a large connection pool."""
+        kw.setdefault("timeout", 120)
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        return httpx.AsyncClient(base_url=self.url, headers=self.headers, limits=limits, **kw)
+
+    def log(self) -> str:
+        """The server's whole log."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, n: int = 60) -> str:
+        """The last ``n`` lines of the server's log."""
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (and its kernels), bounded; idempotent."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+class ServerLauncher(Protocol):
+    """The ``launch_server`` / ``start_server`` fixtures: ``launch(**options) -> server``."""
+
+    def __call__(self, *, tmp: Path | None = None, **kw: Any) -> RunningServer:
+        """Start a server in ``tmp`` (default: a fresh directory); keywords as :func:`launch`."""
+        ...
+
+
+def launch(
+    tmp: Path,
+    *,
+    lab: bool = False,
+    extensions: tuple[str, ...] = (),
+    data_dir: Path | None = None,
+    token: str | None = None,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    unset_env: tuple[str, ...] = (),
+    ready_timeout: float = 90.0,
+    **config: Any,
+) -> RunningServer:
+    """Start ``python -m jupyter_server`` with the extension in ``tmp`` and wait until it answers.
+
+    Every other keyword is an ``ExecSessionsApp`` trait (``pool_size`` defaults to 1). The
+    server gets private Jupyter directories, a random token (or ``token``), loopback only and
+    ``tests/`` on its ``PYTHONPATH`` (for ``idp.MultiUserIdentityProvider``). JupyterLab and
+    the other server extensions of the environment stay off unless ``lab=True``;
+    ``extensions`` enables more server extension modules.
+    """
+    data_dir = data_dir or (tmp / "data")
+    root_dir = tmp / "root"
+    for d in (data_dir, root_dir, tmp / "runtime", tmp / "config"):
+        d.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    token = token or secrets.token_hex(16)
+    enabled = {
+        "jupyter_exec_sessions": True,
+        **dict.fromkeys(extensions, True),
+        **({} if lab else dict.fromkeys(LAB_EXTENSIONS, False)),
+    }
+    config.setdefault("pool_size", 1)
+    args = [
+        sys.executable,
+        "-m",
+        "jupyter_server",
+        "--no-browser",
+        "--allow-root",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        f"--ServerApp.root_dir={root_dir}",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.jpserver_extensions={enabled!r}",
+        f"--ExecSessionsApp.data_dir={data_dir}",
+        *(f"--ExecSessionsApp.{key}={value}" for key, value in config.items()),
+        *(extra_args or []),
+    ]
+    full_env = {
+        **os.environ,
+        "JUPYTER_DATA_DIR": str(tmp / "jdata"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")]),
+        **(env or {}),
+    }
+    for name in unset_env:
+        full_env.pop(name, None)
+    log_path = tmp / f"server-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
+    server = RunningServer(
+        url=f"http://127.0.0.1:{port}/",
+        token=token,
+        data_dir=data_dir,
+        root_dir=root_dir,
+        port=port,
+        proc=proc,
+        log_path=log_path,
+        config=config,
+    )
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        with contextlib.suppress(httpx.TransportError):
+            r = httpx.get(
+                f"{server.api_base}/containers?limit=1", headers=server.headers, timeout=2
+            )
+            return r.status_code in (200, 401)  # 401: a custom identity provider is up
+        return False
+
+    try:
+        wait_until(ready, ready_timeout, "the server to answer")
+    except AssertionError:
+        server.stop()
+        raise RuntimeError(f"server did not become ready:\n{server.log()}") from None
+    return server
+
+
+@contextlib.contextmanager
+def serve_asgi(app: Any) -> Iterator[str]:
+    """Run an ASGI ``app`` under uvicorn in a thread; yield its base URL (no trailing slash)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started or not thread.is_alive(), 20, "uvicorn to start")
+        assert thread.is_alive(), "uvicorn did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+# --------------------------------------------------------------------------- API calls
+def create_container(server: RunningServer, name: str = "test", **body: Any) -> str:
+    """Create a container over REST with the server's token; return its id."""
+    r = httpx.post(
+        f"{server.api_base}/containers",
+        headers=server.headers,
+        json={"name": name, **body},
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+    return str(r.json()["id"])
+
+
+def tool_text(result: CallToolResult) -> str:
+    """The text blocks of an MCP tool result, joined by newlines."""
+    return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def tool_container_id(result: CallToolResult) -> str:
+    """The container an MCP tool call ran in (its structured result's ``container_id``)."""
+    assert result.structured_content is not None, tool_text(result)
+    return str(result.structured_content["container_id"])
+
+
+# --------------------------------------------------------------------------- server-sent events
+def sse_events(lines: Iterator[str]) -> Iterator[ServerSentEvent]:
+    """The events of a ``text/event-stream`` body, read by the package's own SSE decoder."""
+    decoder = SSEDecoder()
+    for line in lines:
+        frame = decoder.feed(line)
+        if isinstance(frame, ServerSentEvent):
+            yield frame
+
+
+async def asse_events(lines: AsyncIterator[str]) -> AsyncIterator[ServerSentEvent]:
+    """The asynchronous :func:`sse_events`."""
+    decoder = SSEDecoder()
+    async for line in lines:
+        frame = decoder.feed(line)
+        if isinstance(frame, ServerSentEvent):
+            yield frame
+
+
+def read_events(
+    api_base: str,
+    headers: dict[str, str],
+    *,
+    until: Callable[[list[dict[str, Any]]], bool],
+    last_event_id: int | None = None,
+    timeout: float = 20.0,
+) -> list[dict[str, Any]]:
+    """Collect raw events from ``GET {api_base}/events`` until ``until(events)`` holds.
+
+    Reconnects (resuming with ``Last-Event-ID``) when the feed is silent for a second; raises
+    ``AssertionError`` with what was seen if the deadline passes first.
+    """
+    events: list[dict[str, Any]] = []
+    hdrs = dict(headers)
+    if last_event_id is not None:
+        hdrs["Last-Event-ID"] = str(last_event_id)
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=httpx.Timeout(timeout, read=1.0)) as client:
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(httpx.ReadTimeout),
+                client.stream("GET", f"{api_base}/events", headers=hdrs) as r,
+            ):
+                assert r.status_code == 200, r.read()
+                assert r.headers["content-type"].startswith("text/event-stream")
+                for sse in sse_events(r.iter_lines()):
+                    events.append(json.loads(sse.data))
+                    hdrs["Last-Event-ID"] = str(events[-1]["seq"])
+                    if until(events):
+                        return events
+                    if time.monotonic() > deadline:
+                        break
+            if until(events):
+                return events
+    raise AssertionError(f"condition not met within {timeout}s; events seen: {events}")
