@@ -96,6 +96,8 @@ class ExecSessionsInfo(_Wire):
     turns: int = 0
     state_resets: int = 0
     busy: bool = False
+    #: Executions waiting for the kernel behind the running one (bounded by max_queue_depth).
+    queued: int = 0
 
 
 class Container(_Wire):

@@ -9,7 +9,12 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
-from helpers import RunningServer, read_events
+from helpers import RunningServer, read_events, wait_until
+
+
+def kernel_ids(server: RunningServer) -> set[str]:
+    """Ids of the server's kernels (``GET /api/kernels``): containers' and the pool's."""
+    return {k["id"] for k in httpx.get(f"{server.url}api/kernels", headers=server.headers).json()}
 
 
 def sdk(server: RunningServer, token: str | None = None) -> openai.OpenAI:
@@ -140,29 +145,23 @@ def test_deleting_a_container_shuts_its_kernel_and_removes_its_directory(
     workdir = server.data_dir / "containers" / c.id
     assert (workdir / "x.txt").read_bytes() == b"x"
     client.containers.delete(c.id)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        kernels = httpx.get(f"{server.url}api/kernels", headers=server.headers).json()
-        if kernel_id not in {k["id"] for k in kernels} and not workdir.exists():
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("kernel or directory still there after delete")
+    wait_until(
+        lambda: kernel_id not in kernel_ids(server) and not workdir.exists(),
+        20,
+        "the kernel and the directory to go",
+    )
 
 
 def test_pool_kernels_make_create_warm_and_are_not_containers(start_server) -> None:  # type: ignore[no-untyped-def]
     srv = start_server(pool_size=1)
     client = sdk(srv)
     # the pool's kernel exists before any container does, and is not a container
-    deadline = time.monotonic() + 30
-    while not httpx.get(f"{srv.url}api/kernels", headers=srv.headers).json():
-        assert time.monotonic() < deadline, "the pool never started a kernel"
-        time.sleep(0.05)
+    wait_until(lambda: kernel_ids(srv), 30, "the pool to start a kernel")
     assert client.containers.list().data == []
     # once the pool is warm, a create takes its kernel: retried until the pool has refilled
     seen: list[dict[str, object]] = []
     last = 0
-    while time.monotonic() < deadline:
+    for _ in range(10):
         c = client.containers.create(name=f"warm-{len(seen)}")
         events = read_events(
             srv.api_base,
@@ -174,17 +173,15 @@ def test_pool_kernels_make_create_warm_and_are_not_containers(start_server) -> N
         created = next(e for e in events if e["container_id"] == c.id)
         assert created["type"] == "container.created"
         seen.append(created["data"])
+        cold_kernel = (c.model_extra or {})["exec_sessions"]["kernel_id"]
         client.containers.delete(c.id)
         if created["data"]["from_pool"]:
             break
-        time.sleep(0.2)  # give the refill a moment; bounded by the deadline
+        wait_until(lambda k=cold_kernel: kernel_ids(srv) - {k}, 30, "the pool to refill")
     assert seen[-1]["from_pool"] is True, seen
     assert float(seen[-1]["latency_ms"]) < 1000  # type: ignore[arg-type]
     # the pool refills (after its short delay) with a kernel that is still not a container
-    deadline = time.monotonic() + 30
-    while not httpx.get(f"{srv.url}api/kernels", headers=srv.headers).json():
-        assert time.monotonic() < deadline, "the pool did not refill"
-        time.sleep(0.05)
+    wait_until(lambda: kernel_ids(srv), 30, "the pool to refill")
     assert client.containers.list().data == []
 
 
@@ -414,12 +411,7 @@ def test_expired_containers_stay_visible_and_refuse_use(start_server) -> None:  
         f"{srv.api_base}/containers/{c.id}/executions", headers=srv.headers, json={"code": "1"}
     )
     assert r.status_code == 400 and r.json()["error"]["message"] == "Container is expired."
-    deadline = time.monotonic() + 20
-    while kernel_id in {
-        k["id"] for k in httpx.get(f"{srv.url}api/kernels", headers=srv.headers).json()
-    }:
-        assert time.monotonic() < deadline, "the reaper did not shut the kernel down"
-        time.sleep(0.1)
+    wait_until(lambda: kernel_id not in kernel_ids(srv), 20, "the reaper to stop the kernel")
     client.containers.delete(c.id)
     with pytest.raises(openai.NotFoundError):
         client.containers.retrieve(c.id)
@@ -434,7 +426,7 @@ def test_activity_postpones_expiry(start_server) -> None:  # type: ignore[no-unt
     start = time.monotonic()
     while time.monotonic() - start < 2.5:  # 2.5 s > 1 s lifetime, but touched every 0.2 s
         assert client.containers.retrieve(c.id).status == "running"
-        time.sleep(0.2)
+        time.sleep(0.2)  # the pace of the activity under test, not a synchronisation
 
 
 # --------------------------------------------------------------------------- restart

@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from helpers import RunningServer, read_events
+from helpers import RunningServer, create_container, read_events, sse_events, wait_until
 
 
-def new_container(server: RunningServer, name: str = "exec") -> str:
-    r = httpx.post(f"{server.api_base}/containers", headers=server.headers, json={"name": name})
+def exec_info(server: RunningServer, cid: str) -> dict[str, Any]:
+    """The container's ``exec_sessions`` member (``busy``, ``queued``, counters)."""
+    r = httpx.get(f"{server.api_base}/containers/{cid}", headers=server.headers)
     assert r.status_code == 200, r.text
-    return str(r.json()["id"])
+    return dict(r.json()["exec_sessions"])
 
 
 def run(server: RunningServer, cid: str, timeout: float = 90, **body: Any) -> dict[str, Any]:
@@ -55,16 +56,15 @@ def stream_events(
     ):
         assert r.status_code == 200, r.read()
         assert r.headers["content-type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith("data:"):
-                events.append(json.loads(line[5:]))
-                if on_event is not None and on_event(events[-1]) is False:
-                    break
+        for sse in sse_events(r.iter_lines()):
+            events.append(json.loads(sse.data))
+            if on_event is not None and on_event(events[-1]) is False:
+                break
     return events
 
 
 def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     first = run(server, cid, code="x = 41")
     assert first["status"] == "completed" and first["object"] == "container.execution"
     assert first["id"].startswith("exec_") and first["container_id"] == cid
@@ -76,13 +76,13 @@ def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
 
 
 def test_code_runs_in_the_container_directory(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     out = run(server, cid, code="import os; print(os.getcwd())")
     assert text_of(out).strip() == str(server.data_dir / "containers" / cid)
 
 
 def test_outputs_cover_streams_results_displays_and_images(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     code = (
         "import sys, base64\n"
         "from IPython.display import display, HTML, Image, SVG, JSON\n"
@@ -109,7 +109,7 @@ def test_outputs_cover_streams_results_displays_and_images(server: RunningServer
 def test_a_user_exception_is_a_completed_request_with_a_clean_traceback(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     out = run(server, cid, code="def f():\n    return 1/0\nf()")
     assert out["status"] == "failed"
     err = out["outputs"][-1]
@@ -121,7 +121,7 @@ def test_a_user_exception_is_a_completed_request_with_a_clean_traceback(
 
 
 def test_input_fails_fast_with_a_clear_message(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     t0 = time.monotonic()
     out = run(server, cid, code="input('name? ')", timeout_ms=30_000)
     assert time.monotonic() - t0 < 10
@@ -132,7 +132,7 @@ def test_input_fails_fast_with_a_clear_message(server: RunningServer) -> None:
 def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     out = run(
         server,
         cid,
@@ -164,7 +164,7 @@ def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
 def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     run(server, cid, type="shell", commands=["export KEEP=1"])
     t0 = time.monotonic()
     out = run(server, cid, type="shell", commands=["sleep 60", "echo after $KEEP"], timeout_ms=1000)
@@ -174,7 +174,7 @@ def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
 
 
 def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     run(server, cid, code="kept = 'yes'")
     t0 = time.monotonic()
     out = run(
@@ -190,7 +190,7 @@ def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
     start_server,  # type: ignore[no-untyped-def]
 ) -> None:
     srv = start_server(pool_size=1, interrupt_grace_s=1.0)
-    cid = new_container(srv)
+    cid = create_container(srv, "exec")
     run(srv, cid, code="lost = True\nopen('file.txt', 'w').write('kept')")
     code = (
         "import signal, time\n"
@@ -208,8 +208,8 @@ def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
 def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
-    other = new_container(server, "bystander")
+    cid = create_container(server, "exec")
+    other = create_container(server, "bystander")
     run(server, other, code="safe = 1")
     run(server, cid, code="doomed = 1\nopen('survivor.txt', 'w').write('files stay')")
     t0 = time.monotonic()
@@ -226,7 +226,7 @@ def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
 def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     code = (
         "import sys\nfor i in range(4096):\n    sys.stdout.write(f'{i:07d}' + 'x' * 1016 + '\\n')"
     )
@@ -254,7 +254,7 @@ def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
 def test_concurrent_executions_on_one_container_all_apply_in_arrival_order(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     run(server, cid, code="log = []")
     barrier = threading.Barrier(8)
 
@@ -272,7 +272,7 @@ def test_concurrent_executions_on_one_container_all_apply_in_arrival_order(
 
 
 def test_two_containers_run_in_parallel(server: RunningServer) -> None:
-    a, b = new_container(server), new_container(server)
+    a, b = create_container(server, "exec"), create_container(server, "exec")
     for cid in (a, b):
         run(server, cid, code="import time")
     t0 = time.monotonic()
@@ -283,7 +283,7 @@ def test_two_containers_run_in_parallel(server: RunningServer) -> None:
 
 def test_a_full_queue_answers_429_with_retry_after(start_server) -> None:  # type: ignore[no-untyped-def]
     srv = start_server(pool_size=1, max_queue_depth=1)
-    cid = new_container(srv)
+    cid = create_container(srv, "exec")
     results: list[int] = []
 
     def slow() -> None:
@@ -297,14 +297,9 @@ def test_a_full_queue_answers_429_with_retry_after(start_server) -> None:  # typ
 
     threads = [threading.Thread(target=slow) for _ in range(2)]
     threads[0].start()
-    deadline = time.monotonic() + 20
-    while not httpx.get(f"{srv.api_base}/containers/{cid}", headers=srv.headers).json()[
-        "exec_sessions"
-    ]["busy"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: exec_info(srv, cid)["busy"], 20, "the execution to run")
     threads[1].start()
-    time.sleep(0.3)  # let the second request reach the queue (no observable signal for it)
+    wait_until(lambda: exec_info(srv, cid)["queued"] == 1, 20, "the second one to queue")
     r = httpx.post(
         f"{srv.api_base}/containers/{cid}/executions", headers=srv.headers, json={"code": "1"}
     )
@@ -318,7 +313,7 @@ def test_a_full_queue_answers_429_with_retry_after(start_server) -> None:  # typ
 
 def test_oversized_code_is_a_413_naming_the_limit(start_server) -> None:  # type: ignore[no-untyped-def]
     srv = start_server(pool_size=1, max_code_bytes=1000)
-    cid = new_container(srv)
+    cid = create_container(srv, "exec")
     r = httpx.post(
         f"{srv.api_base}/containers/{cid}/executions",
         headers=srv.headers,
@@ -340,7 +335,7 @@ def test_oversized_code_is_a_413_naming_the_limit(start_server) -> None:  # type
 def test_bad_execution_bodies_are_400s(
     server: RunningServer, body: dict[str, Any], param: str
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     r = httpx.post(
         f"{server.api_base}/containers/{cid}/executions", headers=server.headers, json=body
     )
@@ -349,7 +344,7 @@ def test_bad_execution_bodies_are_400s(
 
 
 def test_streamed_execution_events_arrive_in_order_with_seq(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.05)\n'done'"
     events = stream_events(server, cid, {"code": code})
     assert [e["seq"] for e in events] == list(range(len(events)))
@@ -366,7 +361,7 @@ def test_streamed_execution_events_arrive_in_order_with_seq(server: RunningServe
 def test_a_streaming_client_that_disconnects_interrupts_its_execution(
     server: RunningServer,
 ) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     code = "import time\nprint('tick', flush=True)\nfor _ in range(600):\n    time.sleep(0.1)"
     stream_events(server, cid, {"code": code}, on_event=lambda e: e["type"] != "execution.output")
     t0 = time.monotonic()
@@ -376,7 +371,7 @@ def test_a_streaming_client_that_disconnects_interrupts_its_execution(
 
 
 def test_deleting_a_container_cancels_running_and_queued_executions(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     results: list[dict[str, Any]] = []
 
     def call(code: str) -> None:
@@ -384,15 +379,10 @@ def test_deleting_a_container_cancels_running_and_queued_executions(server: Runn
 
     threads = [threading.Thread(target=call, args=("import time; time.sleep(60)",))]
     threads[0].start()
-    deadline = time.monotonic() + 20
-    while not httpx.get(f"{server.api_base}/containers/{cid}", headers=server.headers).json()[
-        "exec_sessions"
-    ]["busy"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: exec_info(server, cid)["busy"], 20, "the execution to run")
     threads.append(threading.Thread(target=call, args=("1",)))
     threads[1].start()
-    time.sleep(0.3)  # the queued request must reach the server before the delete
+    wait_until(lambda: exec_info(server, cid)["queued"] == 1, 20, "the second one to queue")
     t0 = time.monotonic()
     assert (
         httpx.delete(f"{server.api_base}/containers/{cid}", headers=server.headers).status_code
@@ -405,19 +395,14 @@ def test_deleting_a_container_cancels_running_and_queued_executions(server: Runn
 
 
 def test_interrupt_stops_the_running_code_and_keeps_state(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     run(server, cid, code="kept = 5")
     box: list[dict[str, Any]] = []
     t = threading.Thread(
         target=lambda: box.append(run(server, cid, code="import time; time.sleep(60)"))
     )
     t.start()
-    deadline = time.monotonic() + 20
-    while not httpx.get(f"{server.api_base}/containers/{cid}", headers=server.headers).json()[
-        "exec_sessions"
-    ]["busy"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: exec_info(server, cid)["busy"], 20, "the execution to run")
     r = httpx.post(f"{server.api_base}/containers/{cid}/interrupt", headers=server.headers)
     assert r.status_code == 200 and r.json()["interrupted"] is True
     t.join(30)
@@ -427,7 +412,7 @@ def test_interrupt_stops_the_running_code_and_keeps_state(server: RunningServer)
 
 
 def test_executions_count_sessions_and_turns_and_emit_events(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     for session, turn in (("s1", "t1"), ("s1", "t2"), ("s2", "t3"), ("s2", "t3")):
         run(server, cid, code="1", metadata={"session_id": session, "turn_id": turn})
     info = httpx.get(f"{server.api_base}/containers/{cid}", headers=server.headers).json()
@@ -451,7 +436,7 @@ def test_executions_count_sessions_and_turns_and_emit_events(server: RunningServ
 
 
 def test_output_floods_do_not_hit_the_iopub_rate_limit(server: RunningServer) -> None:
-    cid = new_container(server)
+    cid = create_container(server, "exec")
     out = run(
         server,
         cid,

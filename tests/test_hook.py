@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import read_events
+from helpers import RunningServer, await_until, create_container, read_events
 
 from jupyter_exec_sessions.errors import ContainerExpiredError, ContainerNotFoundError
 from jupyter_exec_sessions.hook import (
@@ -41,19 +41,16 @@ def ci_call(container_id: str) -> dict[str, Any]:
     return {"type": "code_interpreter_call", "id": "ci_1", "container_id": container_id}
 
 
-def make_container(server: Any, **body: Any) -> str:
-    with server.http() as http:
-        r = http.post("containers", json={"name": f"hook-{uuid.uuid4().hex[:6]}", **body})
-        assert r.status_code in (200, 201), r.text
-        return str(r.json()["id"])
+def make_container(server: RunningServer, **body: Any) -> str:
+    return create_container(server, f"hook-{uuid.uuid4().hex[:6]}", **body)
 
 
-def delete_container(server: Any, container_id: str) -> None:
+def delete_container(server: RunningServer, container_id: str) -> None:
     with server.http() as http:
         assert http.delete(f"containers/{container_id}").status_code == 200
 
 
-def list_ids(server: Any) -> set[str]:
+def list_ids(server: RunningServer) -> set[str]:
     with server.http() as http:
         return {c["id"] for c in http.get("containers", params={"limit": 100}).json()["data"]}
 
@@ -434,7 +431,5 @@ async def test_a_changed_configuration_gets_a_new_client_while_calls_on_the_old_
     assert pool.connections_opened == 2 and pool.live_connections() == 2
     marker.touch()
     assert "released" in stdout(await asyncio.wait_for(waiting, 30))
-    deadline = loop.time() + 10
-    while pool.live_connections() != 1:  # the old client closes once its last call is done
-        assert loop.time() < deadline, pool.live_connections()
-        await asyncio.sleep(0.01)
+    # the old client closes once its last call is done
+    await await_until(lambda: pool.live_connections() == 1, 10, "the old client to close")

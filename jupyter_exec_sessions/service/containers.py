@@ -91,6 +91,7 @@ class Containers:
                 turns=turns,
                 state_resets=row.state_resets,
                 busy=bool(slot and slot.busy),
+                queued=slot.waiting if slot else 0,
             ),
         )
 
