@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx2 as httpx
 import openai
 import pytest
-from helpers import RunningServer, read_events, wait_until
+from helpers import RunningServer, ServerLauncher, read_events, wait_until
 
 
 def kernel_ids(server: RunningServer) -> set[str]:
@@ -152,7 +152,7 @@ def test_deleting_a_container_shuts_its_kernel_and_removes_its_directory(
     )
 
 
-def test_pool_kernels_make_create_warm_and_are_not_containers(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_pool_kernels_make_create_warm_and_are_not_containers(start_server: ServerLauncher) -> None:
     srv = start_server(pool_size=1)
     client = sdk(srv)
     # the pool's kernel exists before any container does, and is not a container
@@ -305,7 +305,9 @@ def test_upload_without_a_file_part_or_with_file_id_is_a_400(server: RunningServ
 
 
 # --------------------------------------------------------------------------- limits
-def test_limits_answer_429_with_retry_after_and_413_naming_the_limit(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_limits_answer_429_with_retry_after_and_413_naming_the_limit(
+    start_server: ServerLauncher,
+) -> None:
     srv = start_server(pool_size=1, max_containers_per_user=2, max_upload_bytes=1024)
     client = sdk(srv)
     a = client.containers.create(name="a")
@@ -334,7 +336,7 @@ def test_limits_answer_429_with_retry_after_and_413_naming_the_limit(start_serve
 
 
 # --------------------------------------------------------------------------- users
-def test_another_users_container_is_a_404_and_invisible(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_another_users_container_is_a_404_and_invisible(start_server: ServerLauncher) -> None:
     srv = start_server(
         pool_size=1,
         extra_args=["--ServerApp.identity_provider_class=idp.MultiUserIdentityProvider"],
@@ -361,7 +363,7 @@ def test_another_users_container_is_a_404_and_invisible(start_server) -> None:  
     assert alice.containers.retrieve(mine.id).id == mine.id
 
 
-def test_a_user_sees_only_their_own_events(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_user_sees_only_their_own_events(start_server: ServerLauncher) -> None:
     srv = start_server(
         pool_size=1,
         extra_args=["--ServerApp.identity_provider_class=idp.MultiUserIdentityProvider"],
@@ -381,7 +383,7 @@ def test_a_user_sees_only_their_own_events(start_server) -> None:  # type: ignor
 
 
 # --------------------------------------------------------------------------- expiry
-def test_expired_containers_stay_visible_and_refuse_use(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_expired_containers_stay_visible_and_refuse_use(start_server: ServerLauncher) -> None:
     srv = start_server(pool_size=1, minute_seconds=0.5, reaper_interval=0.2)
     client = sdk(srv)
     c = client.containers.create(
@@ -417,7 +419,7 @@ def test_expired_containers_stay_visible_and_refuse_use(start_server) -> None:  
         client.containers.retrieve(c.id)
 
 
-def test_activity_postpones_expiry(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_activity_postpones_expiry(start_server: ServerLauncher) -> None:
     srv = start_server(pool_size=1, minute_seconds=0.5, reaper_interval=0.1)
     client = sdk(srv)
     c = client.containers.create(
@@ -430,7 +432,7 @@ def test_activity_postpones_expiry(start_server) -> None:  # type: ignore[no-unt
 
 
 # --------------------------------------------------------------------------- restart
-def test_containers_and_files_survive_a_server_restart(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_containers_and_files_survive_a_server_restart(start_server: ServerLauncher) -> None:
     first = start_server(pool_size=1)
     client = sdk(first)
     boxes = [client.containers.create(name=f"durable-{i}") for i in range(3)]

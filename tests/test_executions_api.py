@@ -10,7 +10,14 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-from helpers import RunningServer, create_container, read_events, sse_events, wait_until
+from helpers import (
+    RunningServer,
+    ServerLauncher,
+    create_container,
+    read_events,
+    sse_events,
+    wait_until,
+)
 
 
 def exec_info(server: RunningServer, cid: str) -> dict[str, Any]:
@@ -187,7 +194,7 @@ def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> N
 
 
 def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
-    start_server,  # type: ignore[no-untyped-def]
+    start_server: ServerLauncher,  # type: ignore[no-untyped-def]
 ) -> None:
     srv = start_server(pool_size=1, interrupt_grace_s=1.0)
     cid = create_container(srv, "exec")
@@ -281,7 +288,7 @@ def test_two_containers_run_in_parallel(server: RunningServer) -> None:
     assert time.monotonic() - t0 < 1.8
 
 
-def test_a_full_queue_answers_429_with_retry_after(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_full_queue_answers_429_with_retry_after(start_server: ServerLauncher) -> None:
     srv = start_server(pool_size=1, max_queue_depth=1)
     cid = create_container(srv, "exec")
     results: list[int] = []
@@ -311,7 +318,7 @@ def test_a_full_queue_answers_429_with_retry_after(start_server) -> None:  # typ
     assert results == [200, 200]
 
 
-def test_oversized_code_is_a_413_naming_the_limit(start_server) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_code_is_a_413_naming_the_limit(start_server: ServerLauncher) -> None:
     srv = start_server(pool_size=1, max_code_bytes=1000)
     cid = create_container(srv, "exec")
     r = httpx.post(

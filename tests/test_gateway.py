@@ -16,7 +16,7 @@ from typing import Any
 
 import openai
 import pytest
-from helpers import read_events, serve_asgi
+from helpers import RunningServer, ServerLauncher, read_events, serve_asgi
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 from starlette.applications import Starlette
@@ -94,7 +94,9 @@ def containers_api(server: Any) -> openai.OpenAI:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_auto_creates_a_container_and_the_answer_holds_the_output(sdk, stream):
+def test_auto_creates_a_container_and_the_answer_holds_the_output(
+    sdk: openai.OpenAI, stream: bool
+) -> None:
     response, _ = ask(sdk, "print('hello')\n6 * 7", stream=stream)
     assert response.status == "completed"
     assert [o.type for o in response.output] == ["code_interpreter_call", "message"]
@@ -107,7 +109,9 @@ def test_auto_creates_a_container_and_the_answer_holds_the_output(sdk, stream):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_previous_response_id_reuses_the_same_container_and_its_state(sdk, stream):
+def test_previous_response_id_reuses_the_same_container_and_its_state(
+    sdk: openai.OpenAI, stream: bool
+) -> None:
     first, _ = ask(sdk, "x = 41", stream=stream)
     second, _ = ask(sdk, "print(x + 1)", stream=stream, previous_response_id=first.id)
     assert ci_item(second).container_id == ci_item(first).container_id
@@ -117,7 +121,7 @@ def test_previous_response_id_reuses_the_same_container_and_its_state(sdk, strea
     assert stored.id == second.id and stored.output_text == second.output_text
 
 
-def test_an_explicit_container_id_is_honoured(server, sdk):
+def test_an_explicit_container_id_is_honoured(server: RunningServer, sdk: openai.OpenAI) -> None:
     container = containers_api(server).containers.create(name="explicit-from-sdk")
     tool = {"type": "code_interpreter", "container": container.id}
     plain, _ = ask(sdk, "import os; print(os.getcwd())", stream=False, tools=[tool])
@@ -127,7 +131,9 @@ def test_an_explicit_container_id_is_honoured(server, sdk):
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_a_deleted_container_is_replaced_and_the_answer_says_the_state_is_gone(server, sdk, stream):
+def test_a_deleted_container_is_replaced_and_the_answer_says_the_state_is_gone(
+    server: RunningServer, sdk: openai.OpenAI, stream: bool
+) -> None:
     first, _ = ask(sdk, "secret = 'kept'", stream=stream)
     old = ci_item(first).container_id
     containers_api(server).containers.delete(old)
@@ -138,7 +144,9 @@ def test_a_deleted_container_is_replaced_and_the_answer_says_the_state_is_gone(s
     assert "NameError" in second.output_text
 
 
-def test_an_expired_container_is_replaced_or_refused_as_configured(start_server):
+def test_an_expired_container_is_replaced_or_refused_as_configured(
+    start_server: ServerLauncher,
+) -> None:
     srv = start_server(minute_seconds=1, reaper_interval=0.2)
     with serve(create_app(srv.url, srv.token)) as recreate:
         # one "minute" lasts a second here: 4 s to set some state, then it expires
@@ -165,7 +173,9 @@ def test_an_expired_container_is_replaced_or_refused_as_configured(start_server)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
-def test_the_shell_tool_runs_one_command_per_line_in_a_persistent_shell(sdk, stream):
+def test_the_shell_tool_runs_one_command_per_line_in_a_persistent_shell(
+    sdk: openai.OpenAI, stream: bool
+) -> None:
     response, _ = ask(sdk, "cd /tmp\npwd\nls /nonexistent-dir", stream=stream, tools=[SHELL_AUTO])
     kinds = [o.type for o in response.output]
     assert kinds == ["shell_call", "shell_call_output", "message"]
@@ -182,7 +192,9 @@ def test_the_shell_tool_runs_one_command_per_line_in_a_persistent_shell(sdk, str
     assert follow.output[1].output[0].stdout.strip() == "/tmp"
 
 
-def test_streaming_events_arrive_in_the_documented_order_and_the_sdk_parses_every_one(sdk):
+def test_streaming_events_arrive_in_the_documented_order_and_the_sdk_parses_every_one(
+    sdk: openai.OpenAI,
+) -> None:
     _, events = ask(sdk, "print('a')\nprint('b')", stream=True)
     types = [e.type for e in events]
     assert types[: len(CI_EVENTS_HEAD)] == CI_EVENTS_HEAD
@@ -226,13 +238,15 @@ def test_streaming_events_arrive_in_the_documented_order_and_the_sdk_parses_ever
         STRICT_EVENT.validate_python(event.to_dict())
 
 
-def test_the_sdk_stream_helper_accumulates_the_gateway_stream(sdk):
+def test_the_sdk_stream_helper_accumulates_the_gateway_stream(sdk: openai.OpenAI) -> None:
     with sdk.responses.stream(model="scripted", input="print(2 + 3)", tools=[CI_AUTO]) as stream:
         final = stream.get_final_response()
     assert final.output_text.strip() == "5"
 
 
-def test_python_output_reaches_a_streaming_client_while_the_code_runs(sdk, tmp_path: Path):
+def test_python_output_reaches_a_streaming_client_while_the_code_runs(
+    sdk: openai.OpenAI, tmp_path: Path
+) -> None:
     marker = tmp_path / f"go-{uuid.uuid4().hex}"
     code = (
         "import os, time\n"
@@ -254,7 +268,9 @@ def test_python_output_reaches_a_streaming_client_while_the_code_runs(sdk, tmp_p
     assert "second" in final.response.output_text
 
 
-def test_the_same_request_makes_the_same_decisions_streaming_and_non_streaming(server, sdk):
+def test_the_same_request_makes_the_same_decisions_streaming_and_non_streaming(
+    server: RunningServer, sdk: openai.OpenAI
+) -> None:
     def scenario(stream: bool) -> list[str]:
         a, _ = ask(sdk, "v = 1", stream=stream)
         b, _ = ask(sdk, "v", stream=stream, previous_response_id=a.id)
@@ -270,19 +286,21 @@ def test_the_same_request_makes_the_same_decisions_streaming_and_non_streaming(s
     assert scenario(False) == scenario(True) == ["created", "history", "replaced"]
 
 
-def test_the_gateway_shares_one_pooled_mcp_connection_across_requests(gateway):
+def test_the_gateway_shares_one_pooled_mcp_connection_across_requests(
+    gateway: tuple[Starlette, openai.OpenAI],
+) -> None:
     app, client = gateway
     for stream in (False, True, False):
         ask(client, "1 + 1", stream=stream)
     assert app.state.gateway.pool.connections_opened == 1
 
 
-def test_a_request_without_an_execution_tool_is_a_clear_400(sdk):
+def test_a_request_without_an_execution_tool_is_a_clear_400(sdk: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError, match="code_interpreter or shell"):
         sdk.responses.create(model="scripted", input="1", tools=[])
 
 
-def test_gateway_help_says_it_is_a_reference_and_not_a_model_server():
+def test_gateway_help_says_it_is_a_reference_and_not_a_model_server() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "jupyter_exec_sessions", "gateway", "--help"],
         capture_output=True,

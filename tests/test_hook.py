@@ -11,11 +11,12 @@ import contextlib
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RunningServer, await_until, create_container, read_events
+from helpers import RunningServer, ServerLauncher, await_until, create_container, read_events
 
 from jupyter_exec_sessions.errors import ContainerExpiredError, ContainerNotFoundError
 from jupyter_exec_sessions.hook import (
@@ -65,7 +66,7 @@ def stdout(result: Any) -> str:
 
 
 @pytest.fixture
-async def pool() -> Any:
+async def pool() -> AsyncIterator[MCPClientPool]:
     p = MCPClientPool()
     yield p
     await asyncio.wait_for(p.aclose(), 30)
@@ -76,7 +77,9 @@ def mcp(server: Any) -> MCPServerConfig:
 
 
 # --------------------------------------------------------------------------- backend
-async def test_the_containers_api_backend_finds_validates_and_creates_on_a_real_server(server):
+async def test_the_containers_api_backend_finds_validates_and_creates_on_a_real_server(
+    server: RunningServer,
+) -> None:
     backend = ContainersAPIBackend(server.api_base, server.token)
     try:
         made = await backend.create(SessionSpec(name="hook-backend"))
@@ -91,8 +94,8 @@ async def test_the_containers_api_backend_finds_validates_and_creates_on_a_real_
 
 
 async def test_an_explicit_id_is_honoured_and_shows_as_container_resolved_on_the_events_feed(
-    server,
-):
+    server: RunningServer,
+) -> None:
     cid = make_container(server)
     backend = ContainersAPIBackend(server.api_base, server.token)
     try:
@@ -114,7 +117,9 @@ async def test_an_explicit_id_is_honoured_and_shows_as_container_resolved_on_the
     )
 
 
-async def test_auto_reuses_the_history_container_and_its_state(server, pool):
+async def test_auto_reuses_the_history_container_and_its_state(
+    server: RunningServer, pool: MCPClientPool
+) -> None:
     backend = ContainersAPIBackend(server.api_base, server.token)
     resolver = SessionResolver(backend)
     try:
@@ -138,7 +143,9 @@ async def test_auto_reuses_the_history_container_and_its_state(server, pool):
         await backend.aclose()
 
 
-async def test_a_deleted_container_is_replaced_and_its_state_is_gone(server, pool):
+async def test_a_deleted_container_is_replaced_and_its_state_is_gone(
+    server: RunningServer, pool: MCPClientPool
+) -> None:
     backend = ContainersAPIBackend(server.api_base, server.token)
     try:
         cid = make_container(server)
@@ -165,7 +172,9 @@ async def test_a_deleted_container_is_replaced_and_its_state_is_gone(server, poo
         await backend.aclose()
 
 
-async def test_an_expired_container_is_replaced_or_refused_as_on_expired_says(start_server):
+async def test_an_expired_container_is_replaced_or_refused_as_on_expired_says(
+    start_server: ServerLauncher,
+) -> None:
     srv = start_server(minute_seconds=1, reaper_interval=0.2)
     cid = make_container(srv, expires_after={"anchor": "last_active_at", "minutes": 1})
     read_events(
@@ -193,8 +202,8 @@ async def test_an_expired_container_is_replaced_or_refused_as_on_expired_says(st
 
 # --------------------------------------------------------------------------- concurrency
 async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once_on_a_real_server(
-    server, pool
-):
+    server: RunningServer, pool: MCPClientPool
+) -> None:
     backend = ContainersAPIBackend(server.api_base, server.token)
     before = list_ids(server)
     ctx = RequestToolContext(
@@ -220,7 +229,9 @@ async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once_on_a_real
     assert [stdout(r).strip() for r in results] == [str(i) for i in range(50)]
 
 
-def test_fifty_concurrent_requests_share_one_pooled_mcp_connection_without_mixing_results(server):
+def test_fifty_concurrent_requests_share_one_pooled_mcp_connection_without_mixing_results(
+    server: RunningServer,
+) -> None:
     containers = [make_container(server) for _ in range(5)]
     pool = MCPClientPool()
     config = mcp(server)
@@ -340,8 +351,8 @@ def proxy_to() -> Iterator[Callable[[int], TcpProxy]]:
 
 
 async def test_a_connection_killed_mid_call_fails_that_call_and_the_next_call_rebuilds_it(
-    server, pool, proxy_to
-):
+    server: RunningServer, pool: MCPClientPool, proxy_to: Callable[[int], TcpProxy]
+) -> None:
     proxy = proxy_to(server.port)
     config = MCPServerConfig(
         url=f"http://127.0.0.1:{proxy.port}/exec-sessions/mcp", token=server.token, call_timeout=60
@@ -375,8 +386,11 @@ async def test_a_connection_killed_mid_call_fails_that_call_and_the_next_call_re
 
 
 async def test_a_server_restart_is_absorbed_by_rebuilding_the_pooled_client(
-    server, start_server, pool, proxy_to
-):
+    server: RunningServer,
+    start_server: ServerLauncher,
+    pool: MCPClientPool,
+    proxy_to: Callable[[int], TcpProxy],
+) -> None:
     first = start_server(pool_size=0, token=server.token)
     proxy = proxy_to(first.port)
     config = MCPServerConfig(
@@ -398,8 +412,8 @@ async def test_a_server_restart_is_absorbed_by_rebuilding_the_pooled_client(
 
 
 async def test_a_changed_configuration_gets_a_new_client_while_calls_on_the_old_one_finish(
-    server, pool, tmp_path
-):
+    server: RunningServer, pool: MCPClientPool, tmp_path: Path
+) -> None:
     old = MCPServerConfig(url=server.mcp_url, token=server.token, name="jupyter")
     new = MCPServerConfig(
         url=server.mcp_url, token=server.token, name="jupyter", headers=(("X-Config", "2"),)

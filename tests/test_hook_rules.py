@@ -96,11 +96,11 @@ def ci_call(cid: str) -> dict[str, Any]:
     return {"type": "code_interpreter_call", "id": "ci_1", "container_id": cid, "code": "1"}
 
 
-def test_the_fake_backend_satisfies_the_backend_protocol():
+def test_the_fake_backend_satisfies_the_backend_protocol() -> None:
     assert isinstance(FakeBackend(), SessionBackend)
 
 
-async def test_an_explicit_usable_container_is_used_as_is():
+async def test_an_explicit_usable_container_is_used_as_is() -> None:
     backend = FakeBackend({"cntr_a": "running"})
     res = await SessionResolver(backend).resolve(
         {"type": "code_interpreter", "container": "cntr_a"}
@@ -114,7 +114,7 @@ async def test_an_explicit_usable_container_is_used_as_is():
     assert backend.created == []
 
 
-async def test_an_explicit_expired_container_is_replaced_when_on_expired_is_recreate():
+async def test_an_explicit_expired_container_is_replaced_when_on_expired_is_recreate() -> None:
     backend = FakeBackend({"cntr_a": "expired"})
     res = await SessionResolver(backend, "recreate").resolve(
         {"type": "code_interpreter", "container": "cntr_a"}
@@ -128,7 +128,7 @@ async def test_an_explicit_expired_container_is_replaced_when_on_expired_is_recr
     assert res.id != "cntr_a" and len(backend.created) == 1
 
 
-async def test_an_explicit_unknown_container_is_replaced_when_on_expired_is_recreate():
+async def test_an_explicit_unknown_container_is_replaced_when_on_expired_is_recreate() -> None:
     backend = FakeBackend()
     res = await SessionResolver(backend).resolve(
         {"type": "shell", "environment": {"type": "container_reference", "container_id": "cntr_x"}}
@@ -141,7 +141,7 @@ async def test_an_explicit_unknown_container_is_replaced_when_on_expired_is_recr
     )
 
 
-async def test_an_explicit_expired_container_is_an_error_when_on_expired_is_error():
+async def test_an_explicit_expired_container_is_an_error_when_on_expired_is_error() -> None:
     backend = FakeBackend({"cntr_a": "expired"})
     with pytest.raises(ContainerExpiredError):
         await SessionResolver(backend, "error").resolve(
@@ -150,21 +150,21 @@ async def test_an_explicit_expired_container_is_an_error_when_on_expired_is_erro
     assert backend.created == []
 
 
-async def test_an_explicit_unknown_container_is_an_error_when_on_expired_is_error():
+async def test_an_explicit_unknown_container_is_an_error_when_on_expired_is_error() -> None:
     with pytest.raises(ContainerNotFoundError):
         await SessionResolver(FakeBackend(), "error").resolve(
             {"type": "code_interpreter", "container": "cntr_gone"}
         )
 
 
-async def test_auto_without_history_creates_a_container():
+async def test_auto_without_history_creates_a_container() -> None:
     backend = FakeBackend()
     res = await SessionResolver(backend).resolve(CI_AUTO, [], session_id="conv-1")
     assert (res.origin, res.previous_id, res.state_lost) == ("created", None, False)
     assert backend.created[0].name == "exec-session-conv-1"
 
 
-async def test_auto_reuses_the_newest_container_named_in_history():
+async def test_auto_reuses_the_newest_container_named_in_history() -> None:
     backend = FakeBackend({"cntr_old": "running", "cntr_new": "running"})
     history = [ci_call("cntr_old"), {"role": "user", "content": "hi"}, ci_call("cntr_new")]
     res = await SessionResolver(backend).resolve(CI_AUTO, history)
@@ -176,7 +176,7 @@ async def test_auto_reuses_the_newest_container_named_in_history():
     )
 
 
-async def test_auto_replaces_an_expired_history_container_even_when_on_expired_is_error():
+async def test_auto_replaces_an_expired_history_container_even_when_on_expired_is_error() -> None:
     backend = FakeBackend({"cntr_old": "running", "cntr_new": "expired"})
     history = [ci_call("cntr_old"), ci_call("cntr_new")]
     res = await SessionResolver(backend, "error").resolve(CI_AUTO, history)
@@ -184,7 +184,7 @@ async def test_auto_replaces_an_expired_history_container_even_when_on_expired_i
     assert res.id not in ("cntr_old", "cntr_new")
 
 
-async def test_history_accepts_openai_sdk_objects_and_whole_responses():
+async def test_history_accepts_openai_sdk_objects_and_whole_responses() -> None:
     shell_call = ResponseFunctionShellToolCall.model_validate(
         {
             "id": "sh_1",
@@ -219,7 +219,7 @@ async def test_history_accepts_openai_sdk_objects_and_whole_responses():
     assert history_container_ids([shell_call, response]) == ["cntr_ci", "cntr_shell"]
 
 
-def test_tool_declarations_parse_from_dicts_and_openai_sdk_objects():
+def test_tool_declarations_parse_from_dicts_and_openai_sdk_objects() -> None:
     sdk_ci = CodeInterpreter.model_validate(
         {"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "4g"}}
     )
@@ -236,7 +236,7 @@ def test_tool_declarations_parse_from_dicts_and_openai_sdk_objects():
         parse_tool({"type": "web_search"})
 
 
-async def test_auto_options_reach_the_created_container_spec():
+async def test_auto_options_reach_the_created_container_spec() -> None:
     backend = FakeBackend()
     tool = {
         "type": "code_interpreter",
@@ -247,7 +247,7 @@ async def test_auto_options_reach_the_created_container_spec():
     assert (spec.file_ids, spec.memory_limit, spec.tool) == (("f1",), "4g", "code_interpreter")
 
 
-async def test_every_decision_is_reported_to_a_backend_that_observes_them():
+async def test_every_decision_is_reported_to_a_backend_that_observes_them() -> None:
     backend = FakeBackend({"cntr_a": "expired"})
     resolver = SessionResolver(backend)
     await resolver.resolve({"type": "code_interpreter", "container": "cntr_a"}, session_id="s1")
@@ -256,12 +256,12 @@ async def test_every_decision_is_reported_to_a_backend_that_observes_them():
     ]
 
 
-def test_on_expired_accepts_only_recreate_or_error():
+def test_on_expired_accepts_only_recreate_or_error() -> None:
     with pytest.raises(ValueError):
         SessionResolver(FakeBackend(), "ignore")  # type: ignore[arg-type]
 
 
-async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once():
+async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once() -> None:
     backend = FakeBackend(gate=asyncio.Event())
     ctx = RequestToolContext(
         SessionResolver(backend), [], tools=[CI_AUTO], session_id="s", turn_id="t"
@@ -275,7 +275,7 @@ async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once():
     assert metas[0] == {META_CONTAINER_ID: "cntr_new1", META_SESSION_ID: "s", META_TURN_ID: "t"}
 
 
-def test_a_request_context_resolves_once_across_threads_with_their_own_event_loops():
+def test_a_request_context_resolves_once_across_threads_with_their_own_event_loops() -> None:
     backend = FakeBackend()
     ctx = RequestToolContext(SessionResolver(backend), [], tools=[CI_AUTO])
     barrier = threading.Barrier(8, timeout=10)
@@ -297,7 +297,7 @@ def test_a_request_context_resolves_once_across_threads_with_their_own_event_loo
     assert len(backend.created) == 1
 
 
-async def test_a_cancelled_first_caller_hands_the_resolution_to_a_waiting_caller():
+async def test_a_cancelled_first_caller_hands_the_resolution_to_a_waiting_caller() -> None:
     backend = FakeBackend(gate=asyncio.Event())
     ctx = RequestToolContext(SessionResolver(backend), [], tools=[CI_AUTO])
     leader = asyncio.ensure_future(ctx.resolve("code_interpreter"))
@@ -310,7 +310,9 @@ async def test_a_cancelled_first_caller_hands_the_resolution_to_a_waiting_caller
     assert res.origin == "created" and len(backend.created) == 1
 
 
-async def test_a_decision_error_is_remembered_for_the_request_but_a_transient_fault_is_not():
+async def test_a_decision_error_is_remembered_for_the_request_but_a_transient_fault_is_not() -> (
+    None
+):
     backend = FakeBackend({"cntr_a": "expired"})
     explicit = {"type": "code_interpreter", "container": "cntr_a"}
     ctx = RequestToolContext(SessionResolver(backend, "error"), [], tools=[explicit])
@@ -325,7 +327,7 @@ async def test_a_decision_error_is_remembered_for_the_request_but_a_transient_fa
     assert (await ctx2.resolve("code_interpreter")).origin == "created"
 
 
-async def test_auto_code_interpreter_and_auto_shell_share_one_container_per_request():
+async def test_auto_code_interpreter_and_auto_shell_share_one_container_per_request() -> None:
     backend = FakeBackend()
     ctx = RequestToolContext(SessionResolver(backend), [], tools=[CI_AUTO, SHELL_AUTO])
     a, b = await asyncio.gather(ctx.resolve("code_interpreter"), ctx.resolve("shell"))
@@ -333,7 +335,7 @@ async def test_auto_code_interpreter_and_auto_shell_share_one_container_per_requ
     assert set(ctx.resolutions) == {"code_interpreter", "shell"}
 
 
-async def test_a_request_context_refuses_a_tool_the_request_did_not_declare():
+async def test_a_request_context_refuses_a_tool_the_request_did_not_declare() -> None:
     ctx = RequestToolContext(SessionResolver(FakeBackend()), [], tools=[CI_AUTO])
     with pytest.raises(InvalidRequestError):
         await ctx.resolve("shell")
