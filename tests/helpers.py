@@ -21,13 +21,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import httpx2 as httpx
 import uvicorn
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CallToolResult, RequestParamsMeta, TextContent
 
 from jupyter_exec_sessions.client._transport import ServerSentEvent, SSEDecoder
+from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID
 
 __all__ = [
     "ARTIFACTS",
@@ -36,9 +37,11 @@ __all__ = [
     "ServerLauncher",
     "asse_events",
     "await_until",
+    "container_meta",
     "create_container",
     "free_port",
     "launch",
+    "mcp_meta",
     "read_events",
     "serve_asgi",
     "sse_events",
@@ -294,6 +297,16 @@ def create_container(server: RunningServer, name: str = "test", **body: Any) -> 
 def tool_text(result: CallToolResult) -> str:
     """The text blocks of an MCP tool result, joined by newlines."""
     return "\n".join(c.text for c in result.content if isinstance(c, TextContent))
+
+
+def mcp_meta(values: dict[str, str]) -> RequestParamsMeta:
+    """An MCP request ``_meta`` holding ``values`` (an open TypedDict: ours are extra items)."""
+    return cast(RequestParamsMeta, dict(values))
+
+
+def container_meta(container_id: str) -> RequestParamsMeta:
+    """The MCP request ``_meta`` that names the container a tool call runs in."""
+    return mcp_meta({META_CONTAINER_ID: container_id})
 
 
 def tool_container_id(result: CallToolResult) -> str:

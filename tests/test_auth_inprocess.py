@@ -40,7 +40,7 @@ ROUTES = [
 ]
 
 
-@pytest.fixture
+@pytest.fixture  # type: ignore[no-redef]  # overrides pytest-jupyter's fixture
 def jp_server_config(tmp_path: Path) -> dict[str, Any]:
     return {
         "ServerApp": {"jpserver_extensions": {"jupyter_exec_sessions": True}},
@@ -94,6 +94,7 @@ def test_every_route_refuses_requests_without_credentials(
         assert e.value.code in (401, 403), (method, path, e.value.code)
         if path.startswith("exec-sessions/v1"):
             assert e.value.code == 401
+            assert e.value.response is not None
             payload = json.loads(e.value.response.body)
             assert payload["error"]["type"] == "authentication_error"
 
@@ -108,4 +109,5 @@ def test_the_server_token_opens_the_api_in_process(
     with pytest.raises(HTTPClientError) as e:
         run(jp_fetch("exec-sessions", "v1", "containers", "cntr_missing", method="GET"))
     assert e.value.code == 404
+    assert e.value.response is not None
     assert json.loads(e.value.response.body)["error"]["code"] == "container_not_found"

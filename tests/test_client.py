@@ -36,7 +36,7 @@ def test_the_api_lives_under_exec_sessions_v1_of_the_server_base_url() -> None:
         (400, "invalid_request", errors.InvalidRequestError),
         (401, "invalid_api_key", errors.AuthenticationError),
         (404, "container_not_found", errors.ContainerNotFoundError),
-        (404, "file_not_found", errors.FileNotFoundError_),
+        (404, "file_not_found", errors.ContainerFileNotFoundError),
         (404, None, errors.NotFoundError),
         (413, "payload_too_large", errors.PayloadTooLargeError),
         (429, "queue_full", errors.QueueFullError),
@@ -102,7 +102,7 @@ def test_sync_client_covers_containers_files_and_executions(server: RunningServe
         listed = {f.id for f in client.list_files(cid).data}
         assert {uploaded.id, from_obj.id} <= listed
         assert client.delete_file(cid, from_obj.id).deleted is True
-        with pytest.raises(errors.FileNotFoundError_):
+        with pytest.raises(errors.ContainerFileNotFoundError):
             client.retrieve_file(cid, from_obj.id)
 
         done = client.execute(cid, PythonExecutionRequest(code="open('data.csv').read().upper()"))

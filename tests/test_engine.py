@@ -218,7 +218,7 @@ async def test_truncation_keeps_exact_head_and_tail_across_streams_and_results()
             kind = rnd.random()
             if kind < 0.7:
                 chunk = "".join(rnd.choice("ab\n") for _ in range(rnd.randint(0, 80)))
-                msg = (
+                msg: tuple[dict[str, Any], dict[str, Any]] = (
                     {"msg_type": "stream"},
                     {"name": rnd.choice(["stdout", "stderr"]), "text": chunk},
                 )

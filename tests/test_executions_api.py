@@ -45,7 +45,7 @@ def text_of(execution: dict[str, Any], stream: str = "stdout") -> str:
 
 
 def result_of(execution: dict[str, Any]) -> str:
-    return next(o["data"]["text/plain"] for o in execution["outputs"] if o["type"] == "result")
+    return str(next(o["data"]["text/plain"] for o in execution["outputs"] if o["type"] == "result"))
 
 
 def stream_events(
@@ -194,7 +194,7 @@ def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> N
 
 
 def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
-    start_server: ServerLauncher,  # type: ignore[no-untyped-def]
+    start_server: ServerLauncher,
 ) -> None:
     srv = start_server(pool_size=1, interrupt_grace_s=1.0)
     cid = create_container(srv, "exec")

@@ -23,8 +23,8 @@ from starlette.applications import Starlette
 
 from jupyter_exec_sessions.gateway import create_app
 
-CI_AUTO = {"type": "code_interpreter", "container": {"type": "auto"}}
-SHELL_AUTO = {"type": "shell", "environment": {"type": "container_auto"}}
+CI_AUTO: Any = {"type": "code_interpreter", "container": {"type": "auto"}}
+SHELL_AUTO: Any = {"type": "shell", "environment": {"type": "container_auto"}}
 EXTENSION_EVENT = "response.code_interpreter_call_output.delta"
 STRICT_EVENT: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)
 
@@ -179,7 +179,8 @@ def test_the_shell_tool_runs_one_command_per_line_in_a_persistent_shell(
     response, _ = ask(sdk, "cd /tmp\npwd\nls /nonexistent-dir", stream=stream, tools=[SHELL_AUTO])
     kinds = [o.type for o in response.output]
     assert kinds == ["shell_call", "shell_call_output", "message"]
-    call, result = response.output[0], response.output[1]
+    call: Any = response.output[0]  # the SDK's output union: the types are asserted above
+    result: Any = response.output[1]
     assert call.action.commands == ["cd /tmp", "pwd", "ls /nonexistent-dir"]
     assert call.environment.type == "container_reference"
     assert call.environment.container_id.startswith("cntr_")
@@ -188,8 +189,9 @@ def test_the_shell_tool_runs_one_command_per_line_in_a_persistent_shell(
     assert result.output[1].stdout.strip() == "/tmp"
     assert result.output[2].outcome.exit_code != 0 and result.output[2].stderr
     follow, _ = ask(sdk, "pwd", stream=stream, tools=[SHELL_AUTO], previous_response_id=response.id)
-    assert follow.output[0].environment.container_id == call.environment.container_id
-    assert follow.output[1].output[0].stdout.strip() == "/tmp"
+    again: list[Any] = list(follow.output)
+    assert again[0].environment.container_id == call.environment.container_id
+    assert again[1].output[0].stdout.strip() == "/tmp"
 
 
 def test_streaming_events_arrive_in_the_documented_order_and_the_sdk_parses_every_one(
@@ -257,6 +259,7 @@ def test_python_output_reaches_a_streaming_client_while_the_code_runs(
         "print('second')"
     )
     seen: list[str] = []
+    event: Any  # the SDK's stream-event union: narrowed by ``type`` below
     for event in sdk.responses.create(model="scripted", input=code, tools=[CI_AUTO], stream=True):
         seen.append(event.type)
         if event.type == EXTENSION_EVENT and "first" in event.delta and not marker.exists():

@@ -268,7 +268,9 @@ async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once() -> None
     )
     calls = [asyncio.ensure_future(ctx.meta("code_interpreter")) for _ in range(50)]
     # callbacks run in FIFO order: all 50 reach the single flight before the backend answers
-    asyncio.get_running_loop().call_soon(backend.gate.set)
+    gate = backend.gate
+    assert gate is not None
+    asyncio.get_running_loop().call_soon(gate.set)
     metas = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert len(backend.created) == 1
     assert {m[META_CONTAINER_ID] for m in metas} == {"cntr_new1"}
@@ -304,6 +306,7 @@ async def test_a_cancelled_first_caller_hands_the_resolution_to_a_waiting_caller
     follower = asyncio.ensure_future(ctx.resolve("code_interpreter"))
     loop = asyncio.get_running_loop()
     loop.call_soon(leader.cancel)  # after both tasks reached the flight (FIFO)
+    assert backend.gate is not None
     loop.call_soon(backend.gate.set)
     res = await asyncio.wait_for(follower, 10)
     assert leader.cancelled()

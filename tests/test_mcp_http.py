@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import httpx2 as httpx
 import pytest
-from helpers import RunningServer, ServerLauncher, tool_container_id, tool_text
+from helpers import RunningServer, ServerLauncher, container_meta, tool_container_id, tool_text
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent
@@ -113,7 +113,7 @@ async def test_meta_container_id_routes_the_call_to_that_container(server: Runni
         box = await rest.create_container(name="mcp-meta")
         await rest.execute(box.id, PythonExecutionRequest(code="where = 'rest-made'"))
     async with mcp(server) as client:
-        routed = await client.call_tool(PY, {"code": "where"}, meta={META_CONTAINER_ID: box.id})
+        routed = await client.call_tool(PY, {"code": "where"}, meta=container_meta(box.id))
         unrouted = await client.call_tool(PY, {"code": "where"})
     assert tool_container_id(routed) == box.id and "'rest-made'" in tool_text(routed)
     assert tool_container_id(unrouted) != box.id and "NameError" in tool_text(unrouted)
@@ -128,7 +128,7 @@ async def test_x_container_id_header_routes_calls_and_meta_wins_over_it(
     async with mcp(server, {"X-Container-Id": by_header.id}) as client:
         first = await client.call_tool(PY, {"code": "import os\nmark = 'h'"})
         second = await client.call_tool(PY, {"code": "mark"})
-        meta = await client.call_tool(PY, {"code": "mark"}, meta={META_CONTAINER_ID: by_meta.id})
+        meta = await client.call_tool(PY, {"code": "mark"}, meta=container_meta(by_meta.id))
     assert tool_container_id(first) == tool_container_id(second) == by_header.id
     assert "'h'" in tool_text(second)
     assert tool_container_id(meta) == by_meta.id and "NameError" in tool_text(meta)
@@ -148,7 +148,7 @@ async def test_sixteen_parallel_calls_on_one_connection_each_run_in_their_own_co
         async def call(i: int) -> None:
             cid = a.id if i % 2 == 0 else b.id
             code = f"import time\ntime.sleep(0.02)\nf'{{who}}-{i}'"
-            results[i] = await client.call_tool(PY, {"code": code}, meta={META_CONTAINER_ID: cid})
+            results[i] = await client.call_tool(PY, {"code": code}, meta=container_meta(cid))
 
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:
@@ -249,7 +249,7 @@ async def test_a_stateless_2026_client_runs_in_named_containers_and_is_told_why_
     async with httpx.AsyncClient(headers=server.headers) as http:
         transport = streamable_http_client(server.mcp_url, http_client=http)
         async with Client(transport, mode="2026-07-28", read_timeout_seconds=90) as client:
-            named = await client.call_tool(PY, {"code": "6 * 7"}, meta={META_CONTAINER_ID: box.id})
+            named = await client.call_tool(PY, {"code": "6 * 7"}, meta=container_meta(box.id))
             unnamed = await client.call_tool(PY, {"code": "6 * 7"})
     assert tool_container_id(named) == box.id and "42" in tool_text(named)
     assert unnamed.is_error and "no MCP session" in tool_text(unnamed)
@@ -388,7 +388,7 @@ def test_lone_answers_come_as_json_and_progress_calls_stream_as_sse(
 async def test_an_unknown_container_is_a_tool_error_naming_it(server: RunningServer) -> None:
     missing = "cntr_" + "0" * 32
     async with mcp(server) as client:
-        by_meta = await client.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: missing})
+        by_meta = await client.call_tool(PY, {"code": "1"}, meta=container_meta(missing))
     async with mcp(server, {"X-Container-Id": missing}) as client:
         by_header = await client.call_tool(SH, {"commands": ["true"]})
     for result in (by_meta, by_header):
@@ -450,8 +450,8 @@ async def test_another_users_container_and_mcp_session_are_out_of_reach(
         connect(users_server.mcp_url, "alice-secret") as alice,
         connect(users_server.mcp_url, "bob-secret") as bob,
     ):
-        ok = await alice.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: mine.id})
-        foreign = await bob.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: mine.id})
+        ok = await alice.call_tool(PY, {"code": "1"}, meta=container_meta(mine.id))
+        foreign = await bob.call_tool(PY, {"code": "1"}, meta=container_meta(mine.id))
         alice_session = await alice.call_tool(PY, {"code": "2"})
         bob_session = await bob.call_tool(PY, {"code": "2"})
     assert not ok.is_error
@@ -499,6 +499,6 @@ async def test_an_expired_explicit_container_is_a_tool_error(users_server: Runni
                 if event.type == "container.expired" and event.container_id == box.id:
                     break
     async with connect(users_server.mcp_url, "alice-secret") as client:
-        result = await client.call_tool(PY, {"code": "1"}, meta={META_CONTAINER_ID: box.id})
+        result = await client.call_tool(PY, {"code": "1"}, meta=container_meta(box.id))
     assert result.is_error is True
     assert box.id in tool_text(result) and "expired" in tool_text(result)

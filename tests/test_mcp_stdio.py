@@ -10,12 +10,12 @@ import os
 import shutil
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import anyio
 import pytest
-from helpers import RunningServer, tool_container_id, tool_text
+from helpers import RunningServer, container_meta, mcp_meta, tool_container_id, tool_text
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
@@ -45,8 +45,8 @@ async def stdio(
             yield client
 
 
-def connect(server: RunningServer, mode: str = "auto") -> AsyncIterator[Client]:
-    return stdio(["--url", server.url, "--token", server.token], mode=mode)  # type: ignore[return-value]
+def connect(server: RunningServer, mode: str = "auto") -> AbstractAsyncContextManager[Client]:
+    return stdio(["--url", server.url, "--token", server.token], mode=mode)
 
 
 async def test_stdio_server_lists_the_two_tools_and_keeps_state_for_its_session(
@@ -83,7 +83,7 @@ async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
         messages.append(message or "")
 
-    meta = {META_CONTAINER_ID: box.id, META_SESSION_ID: "conv-9", META_TURN_ID: "turn-9"}
+    meta = mcp_meta({META_CONTAINER_ID: box.id, META_SESSION_ID: "conv-9", META_TURN_ID: "turn-9"})
     async with connect(server, mode="legacy") as client:
         result = await client.call_tool(
             PY,
@@ -91,9 +91,7 @@ async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
             meta=meta,
             progress_callback=on_progress,
         )
-        missing = await client.call_tool(
-            PY, {"code": "1"}, meta={META_CONTAINER_ID: "cntr_" + "f" * 32}
-        )
+        missing = await client.call_tool(PY, {"code": "1"}, meta=container_meta("cntr_" + "f" * 32))
     assert tool_container_id(result) == box.id and "'made-by-rest'" in tool_text(result)
     assert any("streamed" in m for m in messages), messages
     assert missing.is_error and "not found" in tool_text(missing)

@@ -384,7 +384,7 @@ def text_of(outputs: list[Any]) -> str:
 def test_the_demo_notebook_runs_against_a_server_and_shows_reuse_in_the_monitor(
     server: RunningServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nb = nbformat.read(DEMO, as_version=4)
+    nb = nbformat.read(DEMO, as_version=4)  # type: ignore[no-untyped-call]
     monkeypatch.setenv("JUPYTER_EXEC_SESSIONS_URL", server.url)
     monkeypatch.setenv("JUPYTER_EXEC_SESSIONS_TOKEN", server.token)
     client = NotebookClient(
