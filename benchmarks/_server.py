@@ -1,9 +1,10 @@
 """Shared helpers for the benchmarks: a real server subprocess, raw kernels, stats, output.
 
 Not a benchmark itself. Each ``bench_*.py`` imports it (``python benchmarks/bench_x.py`` puts
-this directory first on ``sys.path``). The server launch mirrors ``tests/conftest.py``
-(``_launch``): ``python -m jupyter_server`` on loopback with a random token, the extension
-enabled, every ``ExecSessionsApp`` trait passed on the command line, and private Jupyter dirs.
+this directory first on ``sys.path``). Servers are started by the test suite's launcher
+(``tests/helpers.py``, ``launch``): ``python -m jupyter_server`` on loopback with a random token,
+the extension enabled, every ``ExecSessionsApp`` trait passed on the command line, and private
+Jupyter dirs.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import json
 import math
 import os
 import platform
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,8 @@ from typing import Any
 import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from helpers import RunningServer, launch, sse_events  # noqa: E402 - the tests' launcher
 
 
 # ---------------------------------------------------------------------------- stats / output
@@ -96,57 +96,8 @@ def verdict(ok: bool) -> str:
 
 
 # ---------------------------------------------------------------------------- server
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A live ``jupyter server`` subprocess with the extension."""
-
-    url: str  # ends with "/"
-    port: int
-    token: str
-    tmp: Path
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def api_base(self) -> str:
-        return f"{self.url}exec-sessions/v1"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/"
-
-    def client(self, **kw: Any) -> httpx.Client:
-        """A persistent keep-alive client (httpx2 sync sockets set TCP_NODELAY)."""
-        kw.setdefault("timeout", 120)
-        return httpx.Client(base_url=self.url, headers=self.headers, **kw)
-
-    def async_client(self, **kw: Any) -> httpx.AsyncClient:
-        kw.setdefault("timeout", 120)
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-        return httpx.AsyncClient(base_url=self.url, headers=self.headers, limits=limits, **kw)
-
-    def log_tail(self, n: int = 60) -> str:
-        lines = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+#: The server type and launcher of the tests (``tests/helpers.py``): one launcher for both.
+Server = RunningServer
 
 
 def _on_sigterm(*_: Any) -> None:
@@ -165,64 +116,31 @@ def running_server(
 ) -> Iterator[Server]:
     """Start a server (``ExecSessionsApp`` traits as keywords), yield it, stop it, clean up.
 
-    ``extensions``: more server extension modules to enable (e.g. a profiling probe).
+    The test suite's ``helpers.launch`` starts it; ``extensions``: more server extension
+    modules to enable (e.g. a profiling probe).
     """
     if threading.current_thread() is threading.main_thread():
         # `kill <pid>` unwinds (and so stops the server and its kernels) like Ctrl-C does
         signal.signal(signal.SIGTERM, _on_sigterm)
     tmp = Path(tempfile.mkdtemp(prefix="exec-sessions-bench-"))
-    data_dir, root_dir = tmp / "data", tmp / "root"
-    for d in (data_dir, root_dir, tmp / "runtime", tmp / "config", tmp / "jdata"):
-        d.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    token = secrets.token_hex(16)
-    enabled = {"jupyter_exec_sessions": True, **dict.fromkeys(extensions, True)}
-    args = [
-        sys.executable,
-        "-m",
-        "jupyter_server",
-        "--no-browser",
-        "--allow-root",
-        f"--port={port}",
-        "--ip=127.0.0.1",
-        f"--ServerApp.root_dir={root_dir}",
-        f"--IdentityProvider.token={token}",
-        f"--ServerApp.jpserver_extensions={enabled!r}",
-        f"--ExecSessionsApp.data_dir={data_dir}",
-    ]
-    args += [f"--ExecSessionsApp.{k}={v}" for k, v in traits.items()]
-    args += extra_args or []
-    full_env = {
-        **os.environ,
-        "JUPYTER_DATA_DIR": str(tmp / "jdata"),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
-        "JUPYTER_PLATFORM_DIRS": "1",
-        **(env or {}),
-    }
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
-    srv = Server(f"http://127.0.0.1:{port}/", port, token, tmp, proc, log_path)
+    srv: Server | None = None
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{srv.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                r = httpx.get(f"{srv.api_base}/containers?limit=1", headers=srv.headers, timeout=2)
-                if r.status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server did not become ready:\n{srv.log_tail()}")
-            time.sleep(0.1)
+        srv = launch(
+            tmp,
+            extensions=extensions,
+            extra_args=extra_args,
+            env=env,
+            ready_timeout=ready_timeout,
+            **traits,
+        )
         yield srv
     except BaseException:
-        if proc.poll() is None:
-            print(f"--- server log tail ({log_path}):\n{srv.log_tail(30)}", file=sys.stderr)
+        if srv is not None and srv.proc.poll() is None:
+            print(f"--- server log tail ({srv.log_path}):\n{srv.log_tail(30)}", file=sys.stderr)
         raise
     finally:
-        srv.stop()
+        if srv is not None:
+            srv.stop(signal.SIGINT)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -392,30 +310,17 @@ def read_events(
         ) as r,
     ):
         r.raise_for_status()
-        data: list[str] = []
-        for line in r.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif line == "" and data:
-                events.append(json.loads("\n".join(data)))
-                data = []
-                if until(events):
-                    break
+        for sse in sse_events(r.iter_lines()):
+            events.append(json.loads(sse.data))
+            if until(events):
+                break
     return events
 
 
 def iter_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(event type, JSON data) pairs from server-sent-event lines."""
-    kind, data = "message", []
-    for line in lines:
-        if line.startswith("event:"):
-            kind = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif line == "":
-            if data:
-                yield kind, json.loads("\n".join(data))
-            kind, data = "message", []
+    """(event type, JSON data) pairs from server-sent-event lines (the package's decoder)."""
+    for sse in sse_events(lines):
+        yield sse.event, json.loads(sse.data)
 
 
 # ---------------------------------------------------------------------------- raw kernels
