@@ -12,6 +12,7 @@ from helpers import RunningServer
 from jupyter_exec_sessions import errors
 from jupyter_exec_sessions._contract import ContainerBackend
 from jupyter_exec_sessions.client import AsyncClient, Client, api_base_url, error_from_response
+from jupyter_exec_sessions.client._transport import KEEPALIVE, ServerSentEvent, SSEDecoder
 from jupyter_exec_sessions.models import (
     CreateContainerRequest,
     ExpiresAfter,
@@ -23,6 +24,18 @@ from jupyter_exec_sessions.models import (
 
 
 # --------------------------------------------------------------------------- pure
+def test_the_sse_decoder_dispatches_on_blank_lines_and_reports_comments_as_keepalives() -> None:
+    decoder = SSEDecoder()
+    lines = ["id: 7", "event: execution.output", 'data: {"a":', "data: 1}", "", ": keepalive", ""]
+    frames = [decoder.feed(line) for line in lines]
+    assert frames[4] == ServerSentEvent("execution.output", '{"a":\n1}', "7")
+    assert frames[5] is KEEPALIVE
+    assert [f for i, f in enumerate(frames) if i not in (4, 5)] == [None] * 5
+    assert decoder.feed("data: next") is None and decoder.feed("") == ServerSentEvent(
+        "message", "next", "7"
+    )
+
+
 def test_the_api_lives_under_exec_sessions_v1_of_the_server_base_url() -> None:
     assert api_base_url("http://h:1/") == "http://h:1/exec-sessions/v1"
     assert api_base_url("http://h:1/jupyter") == "http://h:1/jupyter/exec-sessions/v1"
@@ -122,6 +135,14 @@ def test_sync_client_covers_containers_files_and_executions(server: RunningServe
         first = next(feed)
         assert first.seq >= 0 and first.type
         feed.close()  # type: ignore[attr-defined]
+
+        live = client.events(first.seq, keepalives=True, read_timeout=30)
+        assert next(live) is None  # the stream is open: what happens now is in the feed
+        made = client.create_container(name="after-the-feed-opened")
+        ids.append(made.id)
+        later = next(e for e in live if e is not None and e.container_id == made.id)
+        assert later.type == "container.created" and later.seq > first.seq
+        live.close()  # type: ignore[attr-defined]
 
         for container_id in ids:
             assert client.delete_container(container_id).deleted is True
