@@ -24,6 +24,9 @@ import httpx2 as httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Sandbox mode of the suite's servers (``EXEC_SESSIONS_TEST_SANDBOX=bwrap`` runs the container
+#: tests with confined kernels); tests that need one mode pass ``sandbox=`` themselves.
+SANDBOX = os.environ.get("EXEC_SESSIONS_TEST_SANDBOX", "none")
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -120,6 +123,7 @@ def _launch_with(
         f"--ExecSessionsApp.data_dir={data_dir}",
     ]
     config.setdefault("pool_size", 1)
+    config.setdefault("sandbox", SANDBOX)
     for key, value in config.items():
         args.append(f"--ExecSessionsApp.{key}={value}")
     args += extra_args or []
