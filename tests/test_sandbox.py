@@ -11,7 +11,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -21,7 +20,6 @@ from typing import Any
 
 import httpx2 as httpx
 import pytest
-
 from conftest import RunningServer, _launch
 
 HOSTS = {"allowed.test": "127.0.0.1", "denied.test": "127.0.0.1", "sub.allowed.test": "127.0.0.1"}
