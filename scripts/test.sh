@@ -17,3 +17,6 @@ echo "== ruff format";   ruff format --check jupyter_exec_sessions tests benchma
 echo "== mypy --strict"; mypy
 echo "== import-linter"; lint-imports
 echo "== pytest";        pytest "$@"
+# the container and execution tests once more with confined kernels (the first pass: sandbox=none)
+echo "== pytest (sandbox=bwrap)"
+EXEC_SESSIONS_TEST_SANDBOX=bwrap pytest tests/test_containers_api.py tests/test_executions_api.py

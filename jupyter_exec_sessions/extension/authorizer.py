@@ -28,6 +28,7 @@ from typing import Any
 from jupyter_client.jsonutil import json_default
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.authorizer import Authorizer
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.services.kernels.handlers import MainKernelHandler
 from jupyter_server.services.sessions.handlers import SessionRootHandler
 from tornado import web
@@ -115,12 +116,11 @@ class ContainerAuthorizer(Authorizer):
 class OwnKernelsHandler(MainKernelHandler):
     """``GET /api/kernels`` listing only the kernels the user may reach."""
 
+    @web.authenticated
+    @authorized
     async def get(self) -> None:
         """The list of kernels, without other users' container kernels."""
         auth = self.authorizer
-        user = self.current_user
-        if not await ensure_async(auth.is_authorized(self, user, "read", "kernels")):
-            raise web.HTTPError(403)
         km: Any = self.kernel_manager
         kernels = await ensure_async(km.list_kernels())
         if isinstance(auth, ContainerAuthorizer):
@@ -131,11 +131,11 @@ class OwnKernelsHandler(MainKernelHandler):
 class OwnSessionsHandler(SessionRootHandler):
     """``GET /api/sessions`` listing only sessions on kernels the user may reach."""
 
+    @web.authenticated
+    @authorized
     async def get(self) -> None:
         """The list of sessions, without those on other users' container kernels."""
         auth = self.authorizer
-        if not await ensure_async(auth.is_authorized(self, self.current_user, "read", "sessions")):
-            raise web.HTTPError(403)
         sm: Any = self.session_manager
         sessions: list[dict[str, Any]] = await ensure_async(sm.list_sessions())
         if isinstance(auth, ContainerAuthorizer):
