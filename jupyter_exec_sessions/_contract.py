@@ -26,6 +26,7 @@ from .models import (
 
 __all__ = [
     "API_PATH",
+    "CONTAINER_ROOT",
     "AUTH_RESOURCE",
     "CODEX_TURN_META_KEY",
     "CONTAINER_HEADER",
@@ -44,6 +45,9 @@ __all__ = [
     "new_id",
 ]
 
+#: A container's directory as the API names it (file ``path``, ``full_output_file``) in every
+#: mode — and, in a sandboxed container, the path its code really sees (OpenAI's convention).
+CONTAINER_ROOT: Final = "/mnt/data"
 #: The containers API, relative to the Jupyter server's base URL.
 API_PATH: Final = "exec-sessions/v1"
 #: The streamable-HTTP MCP endpoint, relative to the Jupyter server's base URL.

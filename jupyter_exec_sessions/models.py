@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 __all__ = [
+    "SandboxInfo",
     "Container",
     "ContainerDeleted",
     "ContainerFile",
@@ -87,8 +88,21 @@ class ExpiresAfter(BaseModel):
     minutes: int = Field(default=20, ge=1, le=7 * 24 * 60)
 
 
+class SandboxInfo(_Wire):
+    """How a container's kernel is confined.
+
+    ``mode``: ``bwrap`` (bubblewrap sandbox) or ``none``. ``memory``: the mechanism that
+    enforces ``memory_limit`` (``cgroup-v2``, ``cgroup-v1``, ``rlimit``) or null when nothing
+    does. ``network``: ``disabled``, ``allowlist`` or ``host`` (no sandbox).
+    """
+
+    mode: Literal["bwrap", "none"]
+    memory: str | None = None
+    network: Literal["disabled", "allowlist", "host"]
+
+
 class ExecSessionsInfo(_Wire):
-    """Our additions to the container object: kernel and usage counters."""
+    """Our additions to the container object: kernel, usage counters, confinement."""
 
     kernel_id: str | None = None
     executions: int = 0
@@ -98,6 +112,7 @@ class ExecSessionsInfo(_Wire):
     busy: bool = False
     #: Executions waiting for the kernel behind the running one (bounded by max_queue_depth).
     queued: int = 0
+    sandbox: SandboxInfo | None = None
 
 
 class Container(_Wire):

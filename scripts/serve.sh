@@ -7,6 +7,8 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[lab]"
+# bubblewrap confines container kernels; without it the server runs them unconfined (logged)
+bash .ci/install-sandbox.sh || echo "serve: bubblewrap not installed: containers run without a sandbox" >&2
 PORT=${PORT:-8888}
 TOKEN=${JUPYTER_TOKEN:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(24))')}
 cat <<MSG

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (Python packages into ./.venv, Debian chromium for the browser tests)
+# Install everything (Python packages into ./.venv, Debian chromium for the browser tests,
+# Debian bubblewrap for the sandbox)
 # and run the whole suite: ruff, mypy --strict, import-linter, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,10 +9,14 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 bash .ci/install-browser.sh
+bash .ci/install-sandbox.sh
 export PATH="$PWD/.venv/bin:$PATH"
-export CI=${CI:-1}  # the browser test fails (never skips) when chromium is missing
+export CI=${CI:-1}  # browser and sandbox tests fail (never skip) when chromium/bwrap are missing
 echo "== ruff";          ruff check jupyter_exec_sessions tests benchmarks
 echo "== ruff format";   ruff format --check jupyter_exec_sessions tests benchmarks
 echo "== mypy --strict"; mypy
 echo "== import-linter"; lint-imports
 echo "== pytest";        pytest "$@"
+# the container and execution tests once more with confined kernels (the first pass: sandbox=none)
+echo "== pytest (sandbox=bwrap)"
+EXEC_SESSIONS_TEST_SANDBOX=bwrap pytest tests/test_containers_api.py tests/test_executions_api.py

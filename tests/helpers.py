@@ -32,6 +32,7 @@ from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID
 
 __all__ = [
     "ARTIFACTS",
+    "SANDBOX",
     "ROOT",
     "RunningServer",
     "ServerLauncher",
@@ -52,6 +53,9 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+#: Sandbox mode of the suite's servers (``EXEC_SESSIONS_TEST_SANDBOX=bwrap`` runs the container
+#: tests with confined kernels); tests that need one mode pass ``sandbox=`` themselves.
+SANDBOX = os.environ.get("EXEC_SESSIONS_TEST_SANDBOX", "none")
 #: Server extensions of the environment that stay off unless a test asks for JupyterLab.
 LAB_EXTENSIONS = ("jupyterlab", "jupyter_lsp", "notebook_shim", "jupyter_server_terminals")
 
@@ -203,10 +207,11 @@ def launch(
     token = token or secrets.token_hex(16)
     enabled = {
         "jupyter_exec_sessions": True,
-        **dict.fromkeys(extensions, True),
         **({} if lab else dict.fromkeys(LAB_EXTENSIONS, False)),
+        **dict.fromkeys(extensions, True),
     }
     config.setdefault("pool_size", 1)
+    config.setdefault("sandbox", SANDBOX)
     args = [
         sys.executable,
         "-m",

@@ -139,7 +139,7 @@ def test_files_written_by_code_are_listed_with_source_assistant(server: RunningS
     )
     assert r.status_code == 200, r.text
     files = client.containers.files.list(c.id).data
-    by_path = {x.path.rsplit(c.id + "/", 1)[1]: x for x in files}
+    by_path = {x.path.removeprefix("/mnt/data/"): x for x in files}
     assert by_path["out/result.txt"].source == "assistant"
     assert by_path["out/result.txt"].bytes == 5
     fid = by_path["out/result.txt"].id

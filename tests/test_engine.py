@@ -194,7 +194,7 @@ async def test_output_past_the_limit_keeps_head_and_tail_and_writes_the_full_fil
         on_output=lambda o, i: deltas.append(o),
     )  # fmt: skip
     assert r.status == "completed" and r.truncated
-    assert r.full_output_file == f"{session.workdir}/.exec_output/{eid}.txt"
+    assert r.full_output_file == f"/mnt/data/.exec_output/{eid}.txt"
     [out] = r.outputs
     assert isinstance(out, LogsOutput)
     assert out.text.startswith("HEAD") and out.text.endswith("TAIL")
@@ -389,7 +389,8 @@ async def test_long_shell_output_is_truncated_per_stream_with_the_full_file(
     out = r.shell_output[0].stdout
     assert out.startswith("START\n") and out.endswith("200000\nEND\n")
     assert "characters truncated: full output in" in out and len(out) < 1200
-    rel = r.full_output_file.removeprefix(session.workdir + "/")
+    assert r.full_output_file.startswith("/mnt/data/.exec_output/")
+    rel = r.full_output_file.removeprefix("/mnt/data/")
     full = (await session.read_file(rel)).decode()
     assert full.startswith("$ echo START") and full.endswith("199999\n200000\nEND\n")
 

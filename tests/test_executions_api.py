@@ -85,7 +85,10 @@ def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
 def test_code_runs_in_the_container_directory(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     out = run(server, cid, code="import os; print(os.getcwd())")
-    assert text_of(out).strip() == str(server.data_dir / "containers" / cid)
+    expected = (
+        "/mnt/data" if server.config["sandbox"] == "bwrap" else server.data_dir / "containers" / cid
+    )
+    assert text_of(out).strip() == str(expected)
 
 
 def test_outputs_cover_streams_results_displays_and_images(server: RunningServer) -> None:
@@ -244,7 +247,7 @@ def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     assert text.startswith("0000000x") and "0004095x" in text
     assert "truncated" in text
     path = out["full_output_file"]
-    assert path.startswith(str(server.data_dir / "containers" / cid))
+    assert path == f"/mnt/data/.exec_output/{out['id']}.txt"
     files = httpx.get(f"{server.api_base}/containers/{cid}/files", headers=server.headers).json()
     match = [f for f in files["data"] if f["path"] == path]
     assert match and match[0]["source"] == "assistant"

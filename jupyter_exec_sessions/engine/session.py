@@ -20,6 +20,7 @@ import base64
 import logging
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -27,7 +28,7 @@ from jupyter_client.session import new_id
 from jupyter_core.utils import ensure_async
 
 from .. import errors
-from .._contract import OutputSink
+from .._contract import CONTAINER_ROOT, OutputSink
 from ..models import ErrorOutput, LogsOutput, Output, ShellCallOutput
 from .channel import SETUP_CODE, KernelChannel, Outcome
 from .kernel import helper as _kernel_code
@@ -50,6 +51,11 @@ _DIED = (
     "The kernel died while running this code (interpreter state lost: variables, imports and "
     "definitions are gone). This is usually a crash or running out of memory. The next "
     "execution starts a fresh kernel; files in the working directory are kept."
+)
+_DIED_BECAUSE = (
+    "The kernel died while running this code: {reason}. The interpreter state is lost "
+    "(variables, imports and definitions are gone). The next execution starts a fresh kernel; "
+    "files in the working directory are kept."
 )
 
 
@@ -148,6 +154,8 @@ class KernelSession(KernelChannel):
             kernel, workdir, interrupt_grace_s=interrupt_grace_s, alive_poll_s=alive_poll_s
         )
         self._lock = asyncio.Lock()
+        #: Asked, when the kernel died, for the reason (e.g. "memory limit 1g exceeded").
+        self.death_reason: Callable[[], str | None] | None = None
 
     @property
     def kernel_lost(self) -> bool:
@@ -232,7 +240,7 @@ class KernelSession(KernelChannel):
     ) -> RunResult:
         """Run ``code`` in the kernel (store_history, no stdin); see the module docstring."""
         _check_id(execution_id)
-        path = posixpath.join(self.workdir, OUTPUT_DIR, f"{execution_id}.txt")
+        path = posixpath.join(CONTAINER_ROOT, OUTPUT_DIR, f"{execution_id}.txt")
         outs = PythonOutputs(max(1, max_output_length), path, on_output)
         async with self._lock:
             self._usable()
@@ -247,7 +255,7 @@ class KernelSession(KernelChannel):
                 )
                 interrupted = self._interrupted
                 if o.died:
-                    outs.add(ErrorOutput(name="KernelDiedError", value=_DIED))
+                    outs.add(ErrorOutput(name="KernelDiedError", value=self._died()))
                 elif o.timed_out and (o.lost or not outs.has_error):
                     outs.add(timeout_error(timeout_s, lost=o.lost))
                 self._check_setup()
@@ -326,7 +334,7 @@ class KernelSession(KernelChannel):
             finally:
                 self._running = False
         if o.died:
-            err = ErrorOutput(name="KernelDiedError", value=_DIED)
+            err = ErrorOutput(name="KernelDiedError", value=self._died())
             return RunResult(status="failed", outputs=[err], shell_output=[], kernel_lost=True)
         interrupted = self._interrupted
         if not isinstance(result, dict) or not result.get("ok"):
@@ -345,7 +353,7 @@ class KernelSession(KernelChannel):
             outputs=outputs,
             shell_output=shell,
             truncated=result["truncated"],
-            full_output_file=result["full_output_file"],
+            full_output_file=self.public_path(result["full_output_file"]),
             kernel_lost=o.lost,
         )
 
@@ -410,10 +418,26 @@ class KernelSession(KernelChannel):
                 if not (isinstance(r, dict) and r.get("ok")):
                     log.warning("could not write %s: %s", rel, self.describe(o, r))
                     return None
-                path = r["abs_path"]
+                path = self.public_path(r["abs_path"])
         except errors.KernelError:
             log.warning("could not write %s", rel, exc_info=True)
             return None
+        return path
+
+    def _died(self) -> str:
+        reason = None
+        if self.death_reason is not None:
+            try:
+                reason = self.death_reason()
+            except Exception:
+                log.debug("death_reason failed", exc_info=True)
+        return _DIED_BECAUSE.format(reason=reason) if reason else _DIED
+
+    def public_path(self, path: str | None) -> str | None:
+        """A path in the container directory as the API names it: under ``/mnt/data``."""
+        root = self.workdir.rstrip("/") + "/"
+        if path and path.startswith(root):
+            return f"{CONTAINER_ROOT}/{path[len(root) :]}"
         return path
 
     def __repr__(self) -> str:

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import os
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Set, Unicode, default
 
 from .._contract import API_PATH, MCP_PATH
 from ..service import ContainerService, ServiceConfig
 from . import handlers
+from .authorizer import install_authorizer
+from .sandboxing import build_confinement
 
 __all__ = ["ExecSessionsApp"]
 
@@ -84,12 +87,71 @@ class ExecSessionsApp(ExtensionApp):
 
     service: ContainerService
 
+    sandbox = CaselessStrEnum(
+        ["auto", "bwrap", "none"],
+        default_value="auto",
+        help="Confinement of container kernels. 'bwrap': each kernel runs in a bubblewrap"
+        " sandbox (container directory at /mnt/data, system and Python read-only; no other"
+        " container, registry, runtime dir or home; own PID and network namespaces; memory"
+        " limits; network policies); the server refuses to start if bwrap cannot work here."
+        " 'none': plain processes of the server's user. 'auto': 'bwrap' when it works here,"
+        " else 'none'; the log says which and why.",
+    ).tag(config=True)
+    default_network_policy = Dict(
+        {"type": "disabled"},
+        help="Network policy of a sandboxed container created without one: {'type':"
+        " 'disabled'} (no network) or {'type': 'allowlist', 'allowed_domains': [...]}.",
+    ).tag(config=True)
+    sandbox_proxy_resolve = Dict(
+        help="Names the allowlist proxy resolves itself (name -> IP address), before DNS."
+        " For tests and private networks.",
+    ).tag(config=True)
+    bwrap_path = Unicode("bwrap", help="The bubblewrap executable.").tag(config=True)
+    multi_user_isolation = Bool(
+        True,
+        help="With an identity provider that has several users, install an authorizer that"
+        " keeps jupyter_server's kernel, session, terminal and contents APIs from reaching"
+        " other users' container kernels (see deny_to_non_admins).",
+    ).tag(config=True)
+    admin_users = Set(
+        help="Usernames the multi-user authorizer does not restrict.",
+    ).tag(config=True)
+    deny_to_non_admins = List(
+        ["terminals", "contents", "files"],
+        help="jupyter_server resources refused (403) to users not in admin_users on a"
+        " multi-user server: a terminal or the contents API reaches the server's files as the"
+        " server's OS user, around every sandbox. [] allows them.",
+    ).tag(config=True)
+
     def initialize_settings(self) -> None:
         """Build the container service and publish it to handlers."""
         assert self.serverapp is not None
+        serverapp = self.serverapp
         config = ServiceConfig.from_traits(self)
-        self.service = ContainerService(self.serverapp.kernel_manager, config)
+        gateway_config = getattr(serverapp, "gateway_config", None)
+        confinement = build_confinement(
+            mode=self.sandbox,
+            kernel_manager=serverapp.kernel_manager,
+            gateway=bool(getattr(gateway_config, "gateway_enabled", False)),
+            kernel_name=self.kernel_name,
+            data_dir=Path(self.data_dir),
+            default_network_policy=dict(self.default_network_policy),
+            proxy_resolve={str(k): str(v) for k, v in self.sandbox_proxy_resolve.items()},
+            bwrap=self.bwrap_path,
+            log=self.log,
+        )
+        self.service = ContainerService(serverapp.kernel_manager, config, confinement)
         self.settings.update({"exec_sessions_service": self.service})
+        if self.multi_user_isolation and _multi_user(serverapp.identity_provider):
+            # also in our settings: they are copied over the server's when initialisation ends
+            self.settings["authorizer"] = install_authorizer(
+                serverapp,
+                serverapp.web_app,
+                kernel_owner=self.service.kernels.kernel_owner,
+                owner_of=handlers.owner_of,
+                admin_users=self.admin_users,
+                deny_to_non_admins=self.deny_to_non_admins,
+            )
         self._mcp: Any = None
 
     def initialize_handlers(self) -> None:
@@ -149,3 +211,10 @@ def _format_default(name: str, trait: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return f"`{value}`"
+
+
+def _multi_user(identity_provider: Any) -> bool:
+    """True unless the identity provider is one of jupyter_server's single-user ones."""
+    from jupyter_server.auth.identity import IdentityProvider, PasswordIdentityProvider
+
+    return type(identity_provider) not in (IdentityProvider, PasswordIdentityProvider)

@@ -20,6 +20,7 @@ from ..engine.session import KernelManagerLike
 from ..models import Container, CreateContainerRequest, Execution, ExecutionRequest
 from .background import BackgroundTasks
 from .config import ServiceConfig
+from .confinement import Confinement, NoConfinement
 from .containers import Containers
 from .events import EventBus
 from .executions import Executions
@@ -34,14 +35,24 @@ __all__ = ["ContainerService", "ServiceConfig", "UserContainers"]
 class ContainerService:
     """Containers (lifecycle, limits, expiry, events), their kernels, files and executions."""
 
-    def __init__(self, kernel_manager: KernelManagerLike, config: ServiceConfig) -> None:
+    def __init__(
+        self,
+        kernel_manager: KernelManagerLike,
+        config: ServiceConfig,
+        confinement: Confinement | None = None,
+    ) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.data_dir / "exec_sessions.sqlite")
         self.events = EventBus(self.store)
         self.background = BackgroundTasks()
         self.kernels = ContainerKernels(
-            KernelManagerAdapter(kernel_manager), config, self.store, self.events, self.background
+            KernelManagerAdapter(kernel_manager),
+            config,
+            self.store,
+            self.events,
+            self.background,
+            confinement or NoConfinement(),
         )
         self.containers = Containers(config, self.store, self.events, self.kernels, self.background)
         self.files = Files(config, self.store, self.containers, self.kernels)

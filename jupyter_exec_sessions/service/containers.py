@@ -32,6 +32,7 @@ from ..models import (
 )
 from .background import BackgroundTasks
 from .config import ServiceConfig
+from .confinement import check_network_policy
 from .events import EventBus
 from .kernels import ContainerKernels, Slot
 from .store import ContainerRow, Store
@@ -92,6 +93,9 @@ class Containers:
                 state_resets=row.state_resets,
                 busy=bool(slot and slot.busy),
                 queued=slot.waiting if slot else 0,
+                sandbox=self.kernels.confinement.describe(
+                    slot.live.kernel_id if slot and slot.live else None, row.network
+                ),
             ),
         )
 
@@ -125,11 +129,11 @@ class Containers:
                 " POST /containers/{container_id}/files.",
                 param="file_ids",
             )
-        for unsupported in ("network_policy", "skills"):
-            if getattr(request, unsupported):
-                raise InvalidRequestError(
-                    f"{unsupported} is not supported by this server.", param=unsupported
-                )
+        if request.skills:
+            raise InvalidRequestError("skills is not supported by this server.", param="skills")
+        network = self.kernels.confinement.resolve(
+            request.memory_limit, check_network_policy(request.network_policy)
+        )
         cfg = self.config
         pending = self._creating.get(owner, 0)
         if self.store.count_containers(owner) + pending >= cfg.max_containers_per_user:
@@ -151,10 +155,13 @@ class Containers:
         ).minutes
         self._creating[owner] = pending + 1
         try:
-            live, from_pool = await self.kernels.attach()
+            live, from_pool = await self.kernels.attach(
+                memory_limit=request.memory_limit, network=network
+            )
         finally:
             self._creating[owner] -= 1
-        workdir = live.session.workdir
+        self.kernels.kernel_owners[live.kernel_id] = owner
+        workdir = live.workdir
         container_id = posixpath.basename(workdir)  # chosen by the pool for this kernel
         row = self.store.insert_container(
             id=container_id,
@@ -165,6 +172,7 @@ class Containers:
             workdir=workdir,
             kernel_id=live.kernel_id,
             now=time.time(),
+            network=network,
         )
         self.kernels.slots[container_id] = Slot(live=live)
         self.events.emit(

@@ -8,11 +8,9 @@ sources and creation times; a listing first syncs it with the directory as it re
 from __future__ import annotations
 
 import contextlib
-import os
-import posixpath
 import time
 
-from .._contract import new_id
+from .._contract import CONTAINER_ROOT, new_id
 from ..engine.paths import safe_relpath
 from ..errors import (
     ContainerFileNotFoundError,
@@ -46,7 +44,7 @@ class Files:
         return ContainerFile(
             id=f.id,
             container_id=row.id,
-            path=posixpath.join(row.workdir.replace(os.sep, "/"), f.path),
+            path=f"{CONTAINER_ROOT}/{f.path}",
             bytes=f.bytes,
             source=f.source,
             created_at=f.created_at,

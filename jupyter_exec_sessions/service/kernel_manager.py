@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
 from jupyter_core.utils import ensure_async
 
@@ -29,9 +30,16 @@ class KernelManagerAdapter:
     def __init__(self, km: KernelManagerLike) -> None:
         self.km = km
 
-    async def start(self, kernel_name: str, path: str) -> str:
-        """Start a kernel of ``kernel_name`` with ``path`` as its working directory hint."""
-        return str(await ensure_async(self.km.start_kernel(kernel_name=kernel_name, path=path)))
+    async def start(self, kernel_name: str, **kwargs: Any) -> str:
+        """Start a kernel of ``kernel_name``; ``kwargs`` (``path``, ``cwd``) go to the manager."""
+        return str(await ensure_async(self.km.start_kernel(kernel_name=kernel_name, **kwargs)))
+
+    def provisioner(self, kernel_id: str) -> Any:
+        """The kernel's provisioner (local kernels), else None."""
+        try:
+            return getattr(self.km.get_kernel(kernel_id), "provisioner", None)
+        except KeyError:
+            return None
 
     def get(self, kernel_id: str) -> KernelLike:
         """The kernel's manager; ``KeyError`` when the id is unknown."""

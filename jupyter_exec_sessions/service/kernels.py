@@ -25,6 +25,7 @@ from ..errors import ContainerExpiredError, ContainerNotFoundError
 from ..models import KernelRestartedData
 from .background import BackgroundTasks
 from .config import ServiceConfig
+from .confinement import Confinement, NetworkPolicy
 from .events import EventBus
 from .kernel_manager import KernelManagerAdapter
 from .pool import KernelPool
@@ -41,6 +42,7 @@ class LiveKernel:
 
     kernel_id: str
     session: KernelSession
+    workdir: str  # the container directory on the server (the session's is the kernel's view)
     restarted: bool = False  # set by the kernel manager's restart callback
 
 
@@ -67,8 +69,10 @@ class ContainerKernels:
         store: Store,
         events: EventBus,
         background: BackgroundTasks,
+        confinement: Confinement,
     ) -> None:
         self.manager = manager
+        self.confinement = confinement
         self.config = config
         self.store = store
         self.events = events
@@ -78,13 +82,16 @@ class ContainerKernels:
         self.pool: KernelPool[KernelSession] = KernelPool(
             manager,
             size=config.pool_size,
-            kernel_name=config.kernel_name,
-            path="",
+            kernel_name=confinement.kernel_name(config.kernel_name),
+            new_workdir=lambda: str(self.containers_dir / new_id("cntr_")),
+            start_kwargs=confinement.start_kwargs,
             prepare=self._prepare_kernel,
             discard=self._discard_session,
             log=log,
         )
         self.slots: dict[str, Slot] = {}
+        #: owner of every live container kernel until it is shut down ("" while nobody's)
+        self.kernel_owners: dict[str, str] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -92,6 +99,7 @@ class ContainerKernels:
         for entry in self.containers_dir.iterdir():
             if entry.name.startswith("cntr_") and self.store.get_container(entry.name) is None:
                 await asyncio.to_thread(shutil.rmtree, entry, True)
+        await self.confinement.start()
         self.pool.start()
 
     async def stop(self) -> None:
@@ -109,22 +117,33 @@ class ContainerKernels:
             s.live.kernel_id for s in self.slots.values() if s.live is not None
         }
 
+    def kernel_owner(self, kernel_id: str) -> str | None:
+        """The owner of a container kernel; ``""`` for a pool kernel; None if not ours."""
+        owner = self.kernel_owners.get(kernel_id)
+        if owner is not None:
+            return owner
+        if kernel_id in self.pool.kernel_ids():
+            return ""
+        return None
+
     # ------------------------------------------------------------------ pool hooks
-    async def _prepare_kernel(self, kernel_id: str) -> KernelSession:
+    async def _prepare_kernel(self, kernel_id: str, workdir: str) -> KernelSession:
         # A pool kernel is prepared as the container it will become: its id and directory are
-        # chosen now, so handing it out needs no set-up round trip to the kernel.
+        # chosen before it starts, so handing it out needs no set-up round trip to the kernel.
         session = KernelSession(
             self.manager.get(kernel_id),
-            str(self.containers_dir / new_id("cntr_")),
+            self.confinement.inside_workdir(workdir),
             interrupt_grace_s=self.config.interrupt_grace_s,
         )
+        confinement = self.confinement
+        session.death_reason = lambda: confinement.death_reason(kernel_id)
         await session.start()
         await session.warm_up()
         return session
 
-    async def _discard_session(self, session: KernelSession) -> None:
+    async def _discard_session(self, session: KernelSession, workdir: str) -> None:
         await session.close()
-        self._remove_unclaimed(session.workdir)
+        self._remove_unclaimed(workdir)
 
     def _remove_unclaimed(self, workdir: str) -> None:
         """Remove a pool kernel's directory that never became a container's."""
@@ -135,24 +154,42 @@ class ContainerKernels:
         with contextlib.suppress(Exception):
             await live.session.close()
         await self.manager.shutdown(live.kernel_id)
+        self.kernel_owners.pop(live.kernel_id, None)
 
     # ------------------------------------------------------------------ attach
     async def attach(
-        self, container_id: str | None = None, workdir: str | None = None
+        self,
+        container_id: str | None = None,
+        workdir: str | None = None,
+        *,
+        memory_limit: str | None = None,
+        network: NetworkPolicy = None,
     ) -> tuple[LiveKernel, bool]:
         """Take a kernel from the pool (or start one) and whether it came from the pool.
 
         Without ``container_id`` the kernel keeps the container id and directory the pool
-        gave it (a new container). For an existing container the kernel is re-pointed at its
-        directory: the setup is pipelined, sent now and run before any later request.
+        gave it (a new container). For an existing container an unconfined pool kernel is
+        re-pointed at its directory (the setup is pipelined, sent now and run before any
+        later request); a sandbox binds the directory at launch, so there a kernel is started
+        for it. Either way the container's limits are applied before the kernel is used.
         """
-        pooled, from_pool = await self.pool.take()
+        if workdir is not None and self.confinement.binds_workdir:
+            pooled, from_pool = await self.pool.start_for(workdir), False
+        else:
+            pooled, from_pool = await self.pool.take()
+        self.kernel_owners[pooled.kernel_id] = ""  # nobody's until the caller says whose
         session = pooled.prepared
-        if workdir is not None and session.workdir != workdir:
-            unclaimed, session.workdir = session.workdir, workdir
+        if workdir is not None and pooled.workdir != workdir:
+            unclaimed, pooled.workdir = pooled.workdir, workdir
+            session.workdir = self.confinement.inside_workdir(workdir)
             session.start_setup_nowait()
             self._remove_unclaimed(unclaimed)
-        live = LiveKernel(pooled.kernel_id, session)
+        live = LiveKernel(pooled.kernel_id, session, pooled.workdir)
+        try:
+            await self.confinement.confine(pooled.kernel_id, memory_limit, network)
+        except BaseException:
+            await self._shutdown(live)
+            raise
 
         def on_restart() -> None:
             live.restarted = True
@@ -178,7 +215,10 @@ class ContainerKernels:
             reason = "server_restart"
         else:
             reason = "started"
-        new, _ = await self.attach(row.id, row.workdir)
+        new, _ = await self.attach(
+            row.id, row.workdir, memory_limit=row.memory_limit, network=row.network
+        )
+        self.kernel_owners[new.kernel_id] = row.owner
         slot.live = new
         if reason != "started":
             self.store.mark_state_lost(row.id)

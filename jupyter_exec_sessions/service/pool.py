@@ -4,7 +4,9 @@
 and set up) ahead of demand; :meth:`KernelPool.take` hands one out at once and the pool refills
 in the background, one kernel at a time so that refills never starve running kernels of CPU.
 Pool kernels are ordinary kernels of the server's kernel manager (so a console can attach to a
-container's kernel later); they are not containers until taken.
+container's kernel later); they are not containers until taken. Each pool kernel is started
+for the directory its future container will have (``new_workdir``), so a sandbox can bind
+that directory at launch; :meth:`KernelPool.start_for` starts a kernel for a given directory.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from ..errors import KernelError
 from .kernel_manager import KernelManagerAdapter
@@ -24,11 +26,12 @@ T = TypeVar("T")
 
 
 class PooledKernel(Generic[T]):
-    """A started, prepared kernel: its id and whatever ``prepare`` returned for it."""
+    """A started, prepared kernel: its id, its directory and what ``prepare`` returned."""
 
-    def __init__(self, kernel_id: str, prepared: T) -> None:
+    def __init__(self, kernel_id: str, prepared: T, workdir: str) -> None:
         self.kernel_id = kernel_id
         self.prepared = prepared
+        self.workdir = workdir
 
 
 class KernelPool(Generic[T]):
@@ -40,9 +43,10 @@ class KernelPool(Generic[T]):
         *,
         size: int,
         kernel_name: str,
-        path: str,
-        prepare: Callable[[str], Awaitable[T]],
-        discard: Callable[[T], Awaitable[None]],
+        new_workdir: Callable[[], str],
+        start_kwargs: Callable[[str], dict[str, Any]],
+        prepare: Callable[[str, str], Awaitable[T]],
+        discard: Callable[[T, str], Awaitable[None]],
         log: logging.Logger | None = None,
         refill_delay: float = 0.5,
     ) -> None:
@@ -50,7 +54,8 @@ class KernelPool(Generic[T]):
         self.size = size
         self.refill_delay = refill_delay
         self.kernel_name = kernel_name
-        self.path = path
+        self._new_workdir = new_workdir
+        self._start_kwargs = start_kwargs
         self._prepare = prepare
         self._discard = discard
         self.log = log or logging.getLogger(__name__)
@@ -99,6 +104,10 @@ class KernelPool(Generic[T]):
         finally:
             self._schedule_refill()
 
+    async def start_for(self, workdir: str) -> PooledKernel[T]:
+        """Start (cold) and prepare a kernel for an existing directory."""
+        return await self._start_one(refill=False, workdir=workdir)
+
     def _schedule_refill(self) -> None:
         if self.refill_delay <= 0:
             self._wakeup.set()
@@ -122,15 +131,18 @@ class KernelPool(Generic[T]):
                     return
                 self._ready.append(item)
 
-    async def _start_one(self, *, refill: bool = True) -> PooledKernel[T]:
+    async def _start_one(
+        self, *, refill: bool = True, workdir: str | None = None
+    ) -> PooledKernel[T]:
+        workdir = workdir or self._new_workdir()
         try:
-            kernel_id = await self.kernels.start(self.kernel_name, self.path)
+            kernel_id = await self.kernels.start(self.kernel_name, **self._start_kwargs(workdir))
         except Exception as e:
             raise KernelError(f"Could not start a kernel: {e}") from e
         if refill:  # a cold start for a caller is not a pool kernel in the making
             self._starting.add(kernel_id)
         try:
-            prepared = await self._prepare(kernel_id)
+            prepared = await self._prepare(kernel_id, workdir)
         except BaseException as e:
             await self.kernels.shutdown(kernel_id)
             if isinstance(e, Exception):
@@ -138,11 +150,11 @@ class KernelPool(Generic[T]):
             raise
         finally:
             self._starting.discard(kernel_id)
-        return PooledKernel(kernel_id, prepared)
+        return PooledKernel(kernel_id, prepared, workdir)
 
     async def _dispose(self, item: PooledKernel[T]) -> None:
         try:
-            await self._discard(item.prepared)
+            await self._discard(item.prepared, item.workdir)
         except Exception:
             self.log.debug("exec-sessions: discard failed", exc_info=True)
         await self.kernels.shutdown(item.kernel_id)

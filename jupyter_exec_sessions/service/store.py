@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS containers (
     kernel_id TEXT,
     executions INTEGER NOT NULL DEFAULT 0,
     state_resets INTEGER NOT NULL DEFAULT 0,
-    state_lost INTEGER NOT NULL DEFAULT 0
+    state_lost INTEGER NOT NULL DEFAULT 0,
+    network_policy TEXT
 );
 CREATE INDEX IF NOT EXISTS containers_owner ON containers(owner, n);
 CREATE TABLE IF NOT EXISTS tags (
@@ -82,6 +83,7 @@ class ContainerRow:
     executions: int
     state_resets: int
     state_lost: bool
+    network: dict[str, Any] | None = None  # the validated network_policy, if any
 
 
 @dataclass
@@ -122,6 +124,9 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(containers)")}
+        if "network_policy" not in columns:  # a registry written before network policies
+            self._db.execute("ALTER TABLE containers ADD COLUMN network_policy TEXT")
         self._events_since_prune = 0
 
     @contextlib.contextmanager
@@ -154,13 +159,18 @@ class Store:
         workdir: str,
         kernel_id: str | None,
         now: float,
+        network: dict[str, Any] | None = None,
     ) -> ContainerRow:
         """Insert a new running container."""
         self._db.execute(
             "INSERT INTO containers (id, owner, name, created_at, last_active_at,"
-            " expires_minutes, memory_limit, workdir, kernel_id) VALUES (?,?,?,?,?,?,?,?,?)",
-            (id, owner, name, int(now), now, expires_minutes, memory_limit, workdir, kernel_id),
-        )
+            " expires_minutes, memory_limit, workdir, kernel_id, network_policy)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                id, owner, name, int(now), now, expires_minutes, memory_limit, workdir,
+                kernel_id, json.dumps(network) if network is not None else None,
+            ),
+        )  # fmt: skip
         row = self.get_container(id)
         assert row is not None
         return row
@@ -388,6 +398,7 @@ def _container(r: sqlite3.Row) -> ContainerRow:
         executions=r["executions"],
         state_resets=r["state_resets"],
         state_lost=bool(r["state_lost"]),
+        network=json.loads(r["network_policy"]) if r["network_policy"] else None,
     )
 
 

@@ -31,6 +31,9 @@ PAYLOAD_KEY = "jupyter_exec_sessions"
 RESULT_MIME = "application/vnd.jupyter-exec-sessions.result+json"
 STREAM_MIME = "application/vnd.jupyter-exec-sessions.stream+json"
 OUTPUT_DIR = ".exec_output"
+#: How the API names the container directory (the sandbox mounts it there): file paths shown
+#: to users are under it in every mode. Same value as ``_contract.CONTAINER_ROOT``.
+PUBLIC_ROOT = "/mnt/data"
 MAX_LIST_ENTRIES = 10_000
 
 #: Per-kernel state: ``workdir`` (as given), ``root`` (its realpath), ``shell_dir``.
@@ -159,7 +162,8 @@ def op_delete(args: dict[str, Any]) -> dict[str, Any]:
 
 def op_shell(args: dict[str, Any]) -> dict[str, Any]:
     """Run shell commands in the persistent shell (see ``engine.kernel.shell``)."""
-    out_path = os.path.join(_state["workdir"], OUTPUT_DIR, args["execution_id"] + ".txt")
+    name = args["execution_id"] + ".txt"
+    out_path = os.path.join(_state["workdir"], OUTPUT_DIR, name)
     shell = sys.modules[SHELL_MODULE_NAME]  # installed next to this module (see BOOTSTRAP)
     return shell.run(  # type: ignore[no-any-return]
         commands=args["commands"],
@@ -168,6 +172,7 @@ def op_shell(args: dict[str, Any]) -> dict[str, Any]:
         workdir=_state["workdir"],
         shell_dir=_state["shell_dir"],
         out_path=out_path,
+        shown_path=f"{PUBLIC_ROOT}/{OUTPUT_DIR}/{name}",
         emit=lambda i, name, text: publish(STREAM_MIME, {"i": i, "name": name, "text": text}),
     )
 

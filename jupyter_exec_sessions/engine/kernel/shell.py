@@ -119,8 +119,9 @@ class HeadTail:
 class FullLog:
     """Everything all commands printed, in order; written to ``path`` only when needed."""
 
-    def __init__(self, path: str, spill_at: int) -> None:
+    def __init__(self, path: str, spill_at: int, shown: str | None = None) -> None:
         self.path = path
+        self.shown = shown or path  # the path as the API names it (under /mnt/data)
         self.spill_at = spill_at
         self.mem: list[str] = []
         self.mem_len = 0
@@ -179,7 +180,7 @@ class _Stream:
             self.emit(self.index, self.name, part)
             if len(part) < len(text):
                 self.streamed = self.limit
-                self.emit(self.index, self.name, stream_marker(self.limit, self.log.path))
+                self.emit(self.index, self.name, stream_marker(self.limit, self.log.shown))
 
 
 def _env(state: str, command_file: str) -> dict[str, str]:
@@ -306,10 +307,14 @@ def run(
     shell_dir: str,
     out_path: str,
     emit: Callable[[int, str, str], None],
+    shown_path: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``commands`` one after the other; the structured result for the engine."""
+    """Run ``commands`` one after the other; the structured result for the engine.
+
+    ``shown_path`` is how markers and the result name ``out_path`` (default: itself).
+    """
     bash = shutil.which("bash")
-    log = FullLog(out_path, spill_at=max(8 * 1024 * 1024, 2 * limit))
+    log = FullLog(out_path, spill_at=max(8 * 1024 * 1024, 2 * limit), shown=shown_path)
     done: list[dict[str, Any]] = []
     interrupted = False
     try:
@@ -334,7 +339,7 @@ def run(
                 break
     except KeyboardInterrupt:
         interrupted = True
-    path = log.close()
+    path = log.shown if log.close() is not None else None
     results = [
         {**d, "stdout": d["stdout"].value(path), "stderr": d["stderr"].value(path)} for d in done
     ]
