@@ -55,6 +55,7 @@ __all__ = [
     "MemoryLimit",
     "Output",
     "PythonExecutionRequest",
+    "ResolutionRecorded",
     "ResolutionRequest",
     "ResultOutput",
     "ShellCallOutput",
@@ -73,16 +74,20 @@ class _Wire(BaseModel):
 
 
 class _Request(BaseModel):
-    """Base of request bodies: unknown fields are an error naming the field."""
+    """Base of request bodies: unknown fields are an error naming the field.
 
-    model_config = ConfigDict(extra="forbid")
+    Types are strict, as in the OpenAI API: a boolean is ``true``/``false`` (not ``"yes"``),
+    an integer is a JSON integer (not ``true`` nor ``"5"``).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --------------------------------------------------------------------------- containers
 class ExpiresAfter(BaseModel):
     """Expiry policy: ``minutes`` after ``last_active_at``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     anchor: Literal["last_active_at"] = "last_active_at"
     minutes: int = Field(default=20, ge=1, le=7 * 24 * 60)
 
@@ -474,6 +479,13 @@ EVENT_TYPE_OF_DATA: dict[type[_Wire], str] = {
     ExecutionStartedData: "execution.started",
     ExecutionCompletedData: "execution.completed",
 }
+
+
+# --------------------------------------------------------------------------- resolutions
+class ResolutionRecorded(_Wire):
+    """Answer of ``POST /containers/{id}/resolutions``."""
+
+    ok: bool = True
 
 
 # --------------------------------------------------------------------------- errors

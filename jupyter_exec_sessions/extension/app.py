@@ -8,16 +8,19 @@ Every limit is a traitlet with a documented default; set them on the command lin
 from __future__ import annotations
 
 import contextlib
-import os
+import dataclasses
+from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Float, Int, Unicode, default
+from traitlets import Float, Int, Unicode
 
 from .._contract import API_PATH, MCP_PATH
 from ..service import ContainerService, ServiceConfig
 from . import handlers
+from .body import MAX_BODY_SETTING, MAX_COMMANDS_SETTING
+from .datadir import DataDirBusyError, claim_data_dir
 
 __all__ = ["ExecSessionsApp"]
 
@@ -29,13 +32,13 @@ class ExecSessionsApp(ExtensionApp):
     load_other_extensions = True
 
     data_dir = Unicode(
-        help="Where the SQLite registry and the container directories live."
-        " Default: <jupyter data dir>/exec_sessions."
+        "",
+        help="Where the SQLite registry and the container directories live; one server holds"
+        " it exclusively (a lock file). Default (empty): <jupyter data dir>/exec_sessions, or"
+        " exec_sessions-2, -3, ... next to it when other running servers hold those."
+        " A data_dir given explicitly that another server holds stops this server with a"
+        " message.",
     ).tag(config=True)
-
-    @default("data_dir")
-    def _default_data_dir(self) -> str:
-        return os.path.join(jupyter_data_dir(), "exec_sessions")
 
     pool_size = Int(
         2, help="Kernels kept started ahead so that creating a container is instant."
@@ -48,7 +51,18 @@ class ExecSessionsApp(ExtensionApp):
         100, help="Running containers on this server; past it, create answers 429."
     ).tag(config=True)
     max_upload_bytes = Int(
-        64 * 1024 * 1024, help="Largest file upload in bytes; past it, 413."
+        64 * 1024 * 1024,
+        help="Largest file upload in bytes; past it, 413 (checked from Content-Length before"
+        " the body is read, and while it streams).",
+    ).tag(config=True)
+    max_body_bytes = Int(
+        8 * 1024 * 1024,
+        help="Largest request body of the JSON routes and the MCP endpoint, in bytes; past it,"
+        " 413 before the body is read (uploads have max_upload_bytes instead). Lower than"
+        " jupyter_server's own max_body_size.",
+    ).tag(config=True)
+    max_shell_commands = Int(
+        100, help="Most commands one shell execution request may carry; past it, 400."
     ).tag(config=True)
     max_code_bytes = Int(
         1024 * 1024, help="Largest code (or sum of shell commands) in bytes; past it, 413."
@@ -85,11 +99,28 @@ class ExecSessionsApp(ExtensionApp):
     service: ContainerService
 
     def initialize_settings(self) -> None:
-        """Build the container service and publish it to handlers."""
+        """Lock the data directory, build the container service, publish it to handlers."""
         assert self.serverapp is not None
-        config = ServiceConfig.from_traits(self)
+        try:
+            self._lock = claim_data_dir(
+                self.data_dir,
+                Path(jupyter_data_dir()) / "exec_sessions",
+                note=f"port {self.serverapp.port}",
+            )
+        except DataDirBusyError as e:
+            self.log.critical("jupyter-exec-sessions: %s", e)
+            raise SystemExit(1) from None
+        if not self.data_dir:
+            self.log.info("jupyter-exec-sessions: data_dir %s", self._lock.path)
+        config = dataclasses.replace(ServiceConfig.from_traits(self), data_dir=self._lock.path)
         self.service = ContainerService(self.serverapp.kernel_manager, config)
-        self.settings.update({"exec_sessions_service": self.service})
+        self.settings.update(
+            {
+                "exec_sessions_service": self.service,
+                MAX_BODY_SETTING: self.max_body_bytes,
+                MAX_COMMANDS_SETTING: self.max_shell_commands,
+            }
+        )
         self._mcp: Any = None
 
     def initialize_handlers(self) -> None:
@@ -123,6 +154,7 @@ class ExecSessionsApp(ExtensionApp):
             with contextlib.suppress(Exception):
                 await self._mcp.stop()
         await self.service.stop()
+        self._lock.release()
 
 
 def limits_table() -> str:

@@ -19,6 +19,7 @@ from .base import (
     openai_errors,
     owner_of,
 )
+from .body import MULTIPART_OVERHEAD
 from .streaming import EventsHandler, ExecutionsHandler, InterruptHandler, ResolutionsHandler
 
 __all__ = ["default_handlers", "error_body", "owner_of"]
@@ -71,26 +72,30 @@ class ContainerHandler(ExecSessionsHandler):
 class FilesHandler(ExecSessionsHandler):
     """``/containers/{id}/files``: upload and list."""
 
-    async def prepare(self) -> None:  # type: ignore[override]
-        """Refuse oversized uploads before reading them."""
-        length = int(self.request.headers.get("Content-Length", "0") or 0)
-        limit = self.service.config.max_upload_bytes
-        if self.request.method == "POST" and length > limit + 64 * 1024:
-            self.send_exec_error(
-                PayloadTooLargeError(
-                    f"The upload is {length} bytes; the limit is {limit} bytes (max_upload_bytes).",
-                    param="file",
-                )
-            )
-            return
-        await super().prepare()
+    def body_limit(self) -> int:
+        """An upload may be ``max_upload_bytes`` plus its multipart framing."""
+        if self.request.method == "POST":
+            return self.service.config.max_upload_bytes + MULTIPART_OVERHEAD
+        return super().body_limit()
+
+    def body_too_large(self, size: int | None, limit: int) -> Exception:
+        """A 413 naming ``max_upload_bytes``."""
+        if self.request.method != "POST":
+            return super().body_too_large(size, limit)
+        got = f"{size} bytes" if size is not None else "larger than the limit"
+        return PayloadTooLargeError(
+            f"The upload is {got}; the limit is {self.service.config.max_upload_bytes} bytes"
+            " (max_upload_bytes).",
+            param="file",
+        )
 
     @web.authenticated
     @authorized
     @openai_errors
     async def post(self, container_id: str) -> None:
         """Upload a file (multipart part ``file``)."""
-        parts = self.request.files.get("file")
+        fields, files = self.parse_form()
+        parts = files.get("file")
         if not parts:
             ctype = self.request.headers.get("Content-Type", "")
             if ctype.startswith("application/json") and "file_id" in self.json_body():
@@ -105,7 +110,7 @@ class FilesHandler(ExecSessionsHandler):
             )
         part = parts[0]
         # Raw values: tornado's get_body_argument would silently drop control characters.
-        raw_path = self.request.body_arguments.get("path")
+        raw_path = fields.get("path")
         filename = raw_path[0].decode("utf-8", "replace") if raw_path else part.filename
         f = await self.service.files.upload(self.owner, container_id, filename, part.body)
         self.send_model(f)
