@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx2 as httpx
 import pytest
@@ -92,16 +92,20 @@ def _launch_with(
     tmp: Path,
     lab_off: list[str],
     *,
-    data_dir: Path | None = None,
+    data_dir: Path | Literal["default"] | None = None,
     token: str | None = None,
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     unset_env: tuple[str, ...] = (),
+    ready_timeout: float = 60,
     **config: Any,
 ) -> RunningServer:
-    data_dir = data_dir or (tmp / "data")
+    # data_dir="default": no data_dir setting, the server picks its own under JUPYTER_DATA_DIR
+    jdata = Path((env or {}).get("JUPYTER_DATA_DIR", tmp / "jdata"))
+    explicit = data_dir != "default"
+    data_dir = (data_dir or (tmp / "data")) if data_dir != "default" else jdata / "exec_sessions"
     root_dir = tmp / "root"
-    for d in (data_dir, root_dir, tmp / "runtime", tmp / "config"):
+    for d in (*([data_dir] if explicit else []), root_dir, tmp / "runtime", tmp / "config"):
         d.mkdir(parents=True, exist_ok=True)
     port = free_port()
     token = token or secrets.token_hex(16)
@@ -117,15 +121,16 @@ def _launch_with(
         f"--IdentityProvider.token={token}",
         "--ServerApp.jpserver_extensions="
         + repr({"jupyter_exec_sessions": True, **{name: False for name in lab_off}}),
-        f"--ExecSessionsApp.data_dir={data_dir}",
     ]
+    if explicit:
+        args.append(f"--ExecSessionsApp.data_dir={data_dir}")
     config.setdefault("pool_size", 1)
     for key, value in config.items():
         args.append(f"--ExecSessionsApp.{key}={value}")
     args += extra_args or []
     full_env = {
         **os.environ,
-        "JUPYTER_DATA_DIR": str(tmp / "jdata"),
+        "JUPYTER_DATA_DIR": str(jdata),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "JUPYTER_PLATFORM_DIRS": "1",
@@ -147,7 +152,7 @@ def _launch_with(
         log_path=log_path,
         config=config,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")

@@ -7,7 +7,11 @@ resolutions and the events feed are in ``extension.streaming``.
 
 from __future__ import annotations
 
+import json
+import re
+
 from jupyter_server.auth.decorator import authorized
+from jupyter_server.utils import url_path_join
 from tornado import web
 
 from .._contract import API_PATH
@@ -20,9 +24,10 @@ from .base import (
     owner_of,
 )
 from .body import MULTIPART_OVERHEAD
+from .openapi import build_openapi
 from .streaming import EventsHandler, ExecutionsHandler, InterruptHandler, ResolutionsHandler
 
-__all__ = ["default_handlers", "error_body", "owner_of"]
+__all__ = ["ROUTES", "default_handlers", "error_body", "owner_of", "route_pattern"]
 
 
 class ContainersHandler(ExecSessionsHandler):
@@ -170,16 +175,45 @@ class NotFoundHandler(ExecSessionsHandler):
     post = delete = put = patch = get
 
 
-_ID = r"([^/]+)"
-default_handlers: list[tuple[str, type[ExecSessionsHandler]]] = [
-    (rf"/{API_PATH}/containers/?", ContainersHandler),
-    (rf"/{API_PATH}/containers/{_ID}/?", ContainerHandler),
-    (rf"/{API_PATH}/containers/{_ID}/files/?", FilesHandler),
-    (rf"/{API_PATH}/containers/{_ID}/files/{_ID}/content/?", FileContentHandler),
-    (rf"/{API_PATH}/containers/{_ID}/files/{_ID}/?", FileHandler),
-    (rf"/{API_PATH}/containers/{_ID}/executions/?", ExecutionsHandler),
-    (rf"/{API_PATH}/containers/{_ID}/interrupt/?", InterruptHandler),
-    (rf"/{API_PATH}/containers/{_ID}/resolutions/?", ResolutionsHandler),
-    (rf"/{API_PATH}/events/?", EventsHandler),
-    (rf"/{API_PATH}/(.*)", NotFoundHandler),
+class OpenAPIHandler(ExecSessionsHandler):
+    """``/openapi.json``: the OpenAPI 3.1 document of this API."""
+
+    _documents: dict[str, str] = {}  # noqa: RUF012  (a cache per base URL)
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        """The document, with ``servers`` pointing at this server's API base."""
+        base = url_path_join(self.base_url, API_PATH)
+        doc = self._documents.get(base)
+        if doc is None:
+            doc = self._documents[base] = json.dumps(build_openapi(base))
+        self.set_header("Content-Type", "application/json")
+        self.finish(doc)
+
+
+#: The API's routes as OpenAPI path templates (relative to the API base), in matching order.
+ROUTES: list[tuple[str, type[ExecSessionsHandler]]] = [
+    ("/containers", ContainersHandler),
+    ("/containers/{container_id}", ContainerHandler),
+    ("/containers/{container_id}/files", FilesHandler),
+    ("/containers/{container_id}/files/{file_id}/content", FileContentHandler),
+    ("/containers/{container_id}/files/{file_id}", FileHandler),
+    ("/containers/{container_id}/executions", ExecutionsHandler),
+    ("/containers/{container_id}/interrupt", InterruptHandler),
+    ("/containers/{container_id}/resolutions", ResolutionsHandler),
+    ("/events", EventsHandler),
+    ("/openapi.json", OpenAPIHandler),
 ]
+
+
+def route_pattern(template: str) -> str:
+    """The tornado pattern of an OpenAPI path template (``{name}`` → one path segment)."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    return "".join("([^/]+)" if p.startswith("{") else re.escape(p) for p in parts)
+
+
+default_handlers: list[tuple[str, type[ExecSessionsHandler]]] = [
+    (rf"/{API_PATH}{route_pattern(template)}/?", handler) for template, handler in ROUTES
+]
+default_handlers.append((rf"/{API_PATH}/(.*)", NotFoundHandler))
