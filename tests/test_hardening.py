@@ -414,6 +414,7 @@ def test_a_data_dir_held_by_another_server_is_refused_naming_the_option(
     assert first.http().get("containers").status_code == 200
 
 
+@pytest.mark.timeout(420)
 def test_two_simultaneous_start_ups_both_end_well(
     start_server: Callable[..., RunningServer], tmp_path: Path
 ) -> None:

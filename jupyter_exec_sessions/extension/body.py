@@ -120,11 +120,14 @@ class GuardedBody(web.RequestHandler):
         """The body's form fields and files (``multipart/form-data`` or urlencoded)."""
         fields: dict[str, list[bytes]] = {}
         files: dict[str, list[Any]] = {}
-        httputil.parse_body_arguments(
-            self.request.headers.get("Content-Type", ""),
-            self.body_bytes(),
-            fields,
-            files,
-            self.request.headers,
-        )
+        try:
+            httputil.parse_body_arguments(
+                self.request.headers.get("Content-Type", ""),
+                self.body_bytes(),
+                fields,
+                files,
+                self.request.headers,
+            )
+        except httputil.HTTPInputError as e:
+            raise web.HTTPError(400, "The form body is malformed: %s", e) from None
         return fields, files

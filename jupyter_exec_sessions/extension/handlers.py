@@ -116,7 +116,12 @@ class FilesHandler(ExecSessionsHandler):
         part = parts[0]
         # Raw values: tornado's get_body_argument would silently drop control characters.
         raw_path = fields.get("path")
-        filename = raw_path[0].decode("utf-8", "replace") if raw_path else part.filename
+        try:
+            filename = raw_path[0].decode("utf-8") if raw_path else part.filename
+        except UnicodeDecodeError:
+            raise InvalidRequestError(
+                "Invalid 'path': it is not UTF-8 text.", param="path"
+            ) from None
         f = await self.service.files.upload(self.owner, container_id, filename, part.body)
         self.send_model(f)
 
@@ -159,8 +164,7 @@ class FileContentHandler(ExecSessionsHandler):
     async def get(self, container_id: str, file_id: str) -> None:
         """Download a file's bytes."""
         data = await self.service.files.content(self.owner, container_id, file_id)
-        self.set_header("Content-Type", "application/octet-stream")
-        self.finish(data)
+        self.finish(data, set_content_type="application/octet-stream")
 
 
 class NotFoundHandler(ExecSessionsHandler):
