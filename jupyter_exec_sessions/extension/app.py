@@ -19,7 +19,7 @@ from traitlets import Float, Int, Unicode
 from .._contract import API_PATH, MCP_PATH
 from ..service import ContainerService, ServiceConfig
 from . import handlers
-from .body import MAX_BODY_SETTING, MAX_COMMANDS_SETTING
+from .body import MAX_BODY_SETTING
 from .datadir import DataDirBusyError, claim_data_dir
 
 __all__ = ["ExecSessionsApp"]
@@ -118,7 +118,6 @@ class ExecSessionsApp(ExtensionApp):
             {
                 "exec_sessions_service": self.service,
                 MAX_BODY_SETTING: self.max_body_bytes,
-                MAX_COMMANDS_SETTING: self.max_shell_commands,
             }
         )
         self._mcp: Any = None

@@ -24,7 +24,6 @@ from tornado import httputil, web
 
 __all__ = [
     "MAX_BODY_SETTING",
-    "MAX_COMMANDS_SETTING",
     "MULTIPART_OVERHEAD",
     "GuardedBody",
     "scrub_uri",
@@ -36,8 +35,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 
 #: Settings key under which the app publishes ``max_body_bytes``.
 MAX_BODY_SETTING = "exec_sessions_max_body_bytes"
-#: Settings key under which the app publishes ``max_shell_commands``.
-MAX_COMMANDS_SETTING = "exec_sessions_max_shell_commands"
 
 
 def scrub_uri(uri: str) -> str:

@@ -20,10 +20,8 @@ from ..models import (
     Output,
     ResolutionRecorded,
     ResolutionRequest,
-    ShellExecutionRequest,
 )
 from .base import ExecSessionsHandler, authorized_to_execute, openai_errors, validation_error
-from .body import MAX_COMMANDS_SETTING
 
 __all__ = ["EventsHandler", "ExecutionsHandler", "InterruptHandler", "ResolutionsHandler"]
 
@@ -58,14 +56,6 @@ class ExecutionsHandler(ExecSessionsHandler):
         except ValidationError as e:
             message, param = validation_error(e)
             raise InvalidRequestError(message, param=param) from None
-        if isinstance(request, ShellExecutionRequest):
-            cap = int(self.settings.get(MAX_COMMANDS_SETTING, 100))
-            if len(request.commands) > cap:
-                raise InvalidRequestError(
-                    f"Invalid 'commands': {len(request.commands)} commands; at most {cap} per"
-                    " request (max_shell_commands).",
-                    param="commands",
-                )
         owner = self.owner
         if not request.stream:
             self._task = asyncio.ensure_future(
