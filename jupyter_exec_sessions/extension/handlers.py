@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import cast, get_args
 
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
@@ -16,7 +17,7 @@ from tornado import web
 
 from .._contract import API_PATH
 from ..errors import InvalidRequestError, PayloadTooLargeError
-from ..models import CreateContainerRequest
+from ..models import AddContainerFileRequest, CreateContainerRequest, FilePurpose
 from .base import (
     ExecSessionsHandler,
     error_body,
@@ -39,7 +40,7 @@ class ContainersHandler(ExecSessionsHandler):
     async def post(self) -> None:
         """Create a container."""
         request = self.parse(CreateContainerRequest, self.json_body())
-        container = await self.service.containers.create(self.owner, request)
+        container = await self.service.create_container(self.owner, request)
         self.set_header("Location", self.request.path.rstrip("/") + "/" + container.id)
         self.send_model(container)
 
@@ -98,17 +99,18 @@ class FilesHandler(ExecSessionsHandler):
     @authorized
     @openai_errors
     async def post(self, container_id: str) -> None:
-        """Upload a file (multipart part ``file``)."""
+        """Upload a file (multipart part ``file``), or copy a stored file in (JSON ``file_id``)."""
+        ctype = self.request.headers.get("Content-Type", "")
+        if ctype.startswith("application/json"):
+            request = self.parse(AddContainerFileRequest, self.json_body())
+            copied = await self.service.stored_files.copy_into(
+                self.owner, container_id, request.file_id
+            )
+            self.send_model(copied)
+            return
         fields, files = self.parse_form()
         parts = files.get("file")
         if not parts:
-            ctype = self.request.headers.get("Content-Type", "")
-            if ctype.startswith("application/json") and "file_id" in self.json_body():
-                raise InvalidRequestError(
-                    "file_id is not supported by this server: upload the file's bytes as"
-                    " the multipart part 'file'.",
-                    param="file_id",
-                )
             raise InvalidRequestError(
                 "Missing required parameter: 'file' (a multipart/form-data part).",
                 param="file",
@@ -167,6 +169,93 @@ class FileContentHandler(ExecSessionsHandler):
         self.finish(data, set_content_type="application/octet-stream")
 
 
+class StoredFilesHandler(ExecSessionsHandler):
+    """``/files``: the Files API, upload (multipart ``file`` + ``purpose``) and list."""
+
+    def body_limit(self) -> int:
+        """An upload may be ``max_upload_bytes`` plus its multipart framing."""
+        if self.request.method == "POST":
+            return self.service.config.max_upload_bytes + MULTIPART_OVERHEAD
+        return super().body_limit()
+
+    def body_too_large(self, size: int | None, limit: int) -> Exception:
+        """A 413 naming ``max_upload_bytes``."""
+        got = f"{size} bytes" if size is not None else "larger than the limit"
+        return PayloadTooLargeError(
+            f"The upload is {got}; the limit is {self.service.config.max_upload_bytes} bytes"
+            " (max_upload_bytes).",
+            param="file",
+        )
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def post(self) -> None:
+        """Store a file for later use by id."""
+        fields, files = self.parse_form()
+        parts = files.get("file")
+        if not parts:
+            raise InvalidRequestError(
+                "Missing required parameter: 'file' (a multipart/form-data part).",
+                param="file",
+            )
+        raw = fields.get("purpose")
+        purpose = raw[0].decode("utf-8", "replace") if raw else None
+        if purpose not in get_args(FilePurpose):
+            raise InvalidRequestError(
+                f"Invalid 'purpose': expected one of {', '.join(get_args(FilePurpose))}.",
+                param="purpose",
+            )
+        part = parts[0]
+        stored = await self.service.stored_files.create(
+            self.owner, part.filename or "file", part.body, cast(FilePurpose, purpose)
+        )
+        self.send_model(stored)
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def get(self) -> None:
+        """List the caller's stored files."""
+        after, limit, order = self.page_args()
+        purpose = self.get_query_argument("purpose", None)
+        self.send_model(
+            self.service.stored_files.list(
+                self.owner, after=after, limit=limit, order=order, purpose=purpose
+            )
+        )
+
+
+class StoredFileHandler(ExecSessionsHandler):
+    """``/files/{file_id}``: retrieve and delete a stored file."""
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def get(self, file_id: str) -> None:
+        """Retrieve a stored file object."""
+        self.send_model(self.service.stored_files.retrieve(self.owner, file_id))
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def delete(self, file_id: str) -> None:
+        """Delete a stored file."""
+        self.send_model(await self.service.stored_files.delete(self.owner, file_id))
+
+
+class StoredFileContentHandler(ExecSessionsHandler):
+    """``/files/{file_id}/content``: a stored file's bytes."""
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def get(self, file_id: str) -> None:
+        """Download a stored file."""
+        data = await self.service.stored_files.content(self.owner, file_id)
+        self.finish(data, set_content_type="application/octet-stream")
+
+
 class NotFoundHandler(ExecSessionsHandler):
     """Any other path under the API: a 404 in the OpenAI shape."""
 
@@ -206,6 +295,9 @@ ROUTES: list[tuple[str, type[ExecSessionsHandler]]] = [
     ("/containers/{container_id}/executions", ExecutionsHandler),
     ("/containers/{container_id}/interrupt", InterruptHandler),
     ("/containers/{container_id}/resolutions", ResolutionsHandler),
+    ("/files", StoredFilesHandler),
+    ("/files/{file_id}/content", StoredFileContentHandler),
+    ("/files/{file_id}", StoredFileHandler),
     ("/events", EventsHandler),
     ("/openapi.json", OpenAPIHandler),
 ]

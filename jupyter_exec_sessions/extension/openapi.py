@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, TypeAdapter
 
@@ -75,7 +75,8 @@ OPERATIONS: tuple[Operation, ...] = (
         "post",
         f"{_CID}/files",
         "createContainerFile",
-        "Upload a file into the container (multipart part 'file', optional 'path').",
+        "Upload a file into the container (multipart part 'file', optional 'path'), or copy"
+        " a stored file in (JSON 'file_id').",
         models.ContainerFile,
         body_kind="upload",
         errors=(400, 401, 404, 413),
@@ -145,6 +146,35 @@ OPERATIONS: tuple[Operation, ...] = (
         errors=(400, 401, 404, 413),
     ),
     Operation(
+        "post",
+        "/files",
+        "createFile",
+        "Store a file (multipart 'file' and 'purpose') to copy into containers by id.",
+        models.FileObject,
+        body_kind="file_upload",
+        errors=(400, 401, 413),
+    ),
+    Operation(
+        "get",
+        "/files",
+        "listFiles",
+        "List the caller's stored files (cursor page).",
+        models.FileList,
+        query=(*_PAGE, "purpose"),
+        errors=(400, 401),
+    ),
+    Operation("get", "/files/{file_id}", "retrieveFile", "Retrieve a file.", models.FileObject),
+    Operation(
+        "delete", "/files/{file_id}", "deleteFile", "Delete a stored file.", models.FileDeleted
+    ),
+    Operation(
+        "get",
+        "/files/{file_id}/content",
+        "retrieveFileContent",
+        "Download a stored file's bytes.",
+        answer_kind="binary",
+    ),
+    Operation(
         "get",
         "/events",
         "followEvents",
@@ -190,6 +220,13 @@ _QUERY: dict[str, dict[str, Any]] = {
         "required": False,
         "schema": {"type": "string", "enum": ["asc", "desc"], "default": "desc"},
     },
+    "purpose": {
+        "name": "purpose",
+        "in": "query",
+        "required": False,
+        "description": "Only files with this purpose.",
+        "schema": {"type": "string"},
+    },
     "name": {
         "name": "name",
         "in": "query",
@@ -231,6 +268,9 @@ def build_openapi(base_path: str = "/exec-sessions/v1") -> dict[str, Any]:
     for op in OPERATIONS:
         if op.body is not None:
             inputs.append((_name(op.body), "validation", _adapter(op.body)))
+        if op.body_kind == "upload":
+            request = models.AddContainerFileRequest
+            inputs.append((_name(request), "validation", _adapter(request)))
         if op.answer is not None:
             inputs.append((_name(op.answer), "serialization", _adapter(op.answer)))
         if op.stream_event is not None:
@@ -275,10 +315,32 @@ def build_openapi(base_path: str = "/exec-sessions/v1") -> dict[str, Any]:
                 "required": op.body_required,
                 "content": {"application/json": {"schema": ref(op.body, "validation")}},
             }
+        elif op.body_kind == "file_upload":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["file", "purpose"],
+                            "properties": {
+                                "file": {"type": "string", "format": "binary"},
+                                "purpose": {
+                                    "type": "string",
+                                    "enum": list(get_args(models.FilePurpose)),
+                                },
+                            },
+                        }
+                    }
+                },
+            }
         elif op.body_kind == "upload":
             operation["requestBody"] = {
                 "required": True,
                 "content": {
+                    "application/json": {
+                        "schema": ref(models.AddContainerFileRequest, "validation")
+                    },
                     "multipart/form-data": {
                         "schema": {
                             "type": "object",
@@ -292,7 +354,7 @@ def build_openapi(base_path: str = "/exec-sessions/v1") -> dict[str, Any]:
                                 },
                             },
                         }
-                    }
+                    },
                 },
             }
         ok: dict[str, Any] = {"description": "OK"}
