@@ -56,6 +56,12 @@ __all__ = [
     "MemoryLimit",
     "Output",
     "PythonExecutionRequest",
+    "FileDeleted",
+    "FileList",
+    "FileObject",
+    "FilePurpose",
+    "AddContainerFileRequest",
+    "ResolutionRecorded",
     "ResolutionRequest",
     "ResultOutput",
     "ShellCallOutput",
@@ -74,16 +80,20 @@ class _Wire(BaseModel):
 
 
 class _Request(BaseModel):
-    """Base of request bodies: unknown fields are an error naming the field."""
+    """Base of request bodies: unknown fields are an error naming the field.
 
-    model_config = ConfigDict(extra="forbid")
+    Types are strict, as in the OpenAI API: a boolean is ``true``/``false`` (not ``"yes"``),
+    an integer is a JSON integer (not ``true`` nor ``"5"``).
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --------------------------------------------------------------------------- containers
 class ExpiresAfter(BaseModel):
     """Expiry policy: ``minutes`` after ``last_active_at``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     anchor: Literal["last_active_at"] = "last_active_at"
     minutes: int = Field(default=20, ge=1, le=7 * 24 * 60)
 
@@ -172,13 +182,19 @@ class ContainerFile(_Wire):
 
 
 class ContainerFileList(_Wire):
-    """A cursor page of container files."""
+    """A cursor page of container files.
+
+    ``capped`` (our addition) is true when the container directory holds more files than one
+    listing walks (10,000): files the code wrote beyond that may be missing from the list.
+    Uploaded files are always listed.
+    """
 
     object: Literal["list"] = "list"
     data: list[ContainerFile]
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
+    capped: bool = False
 
 
 class ContainerFileDeleted(_Wire):
@@ -187,6 +203,50 @@ class ContainerFileDeleted(_Wire):
     id: str
     object: Literal["container.file.deleted"] = "container.file.deleted"
     deleted: bool = True
+
+
+# --------------------------------------------------------------------------- Files API
+#: What a stored file is for (OpenAI's purposes); this server stores them all alike.
+FilePurpose = Literal[
+    "assistants", "batch", "fine-tune", "vision", "user_data", "evals", "code_interpreter"
+]
+
+
+class FileObject(_Wire):
+    """A file of the Files API (``POST /files``), in OpenAI's ``file`` shape."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: Literal["processed"] = "processed"
+    expires_at: int | None = None
+
+
+class FileList(_Wire):
+    """A cursor page of stored files."""
+
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class FileDeleted(_Wire):
+    """Answer of ``DELETE /files/{file_id}``."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class AddContainerFileRequest(_Request):
+    """JSON body of ``POST /containers/{id}/files``: copy a stored file in by id."""
+
+    file_id: str = Field(min_length=1, max_length=128)
 
 
 # --------------------------------------------------------------------------- executions
@@ -491,6 +551,13 @@ EVENT_TYPE_OF_DATA: dict[type[_Wire], str] = {
     ExecutionStartedData: "execution.started",
     ExecutionCompletedData: "execution.completed",
 }
+
+
+# --------------------------------------------------------------------------- resolutions
+class ResolutionRecorded(_Wire):
+    """Answer of ``POST /containers/{id}/resolutions``."""
+
+    ok: bool = True
 
 
 # --------------------------------------------------------------------------- errors

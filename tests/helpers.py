@@ -21,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import httpx2 as httpx
 import uvicorn
@@ -183,7 +183,7 @@ def launch(
     *,
     lab: bool = False,
     extensions: tuple[str, ...] = (),
-    data_dir: Path | None = None,
+    data_dir: Path | Literal["default"] | None = None,
     token: str | None = None,
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
@@ -199,9 +199,12 @@ def launch(
     the other server extensions of the environment stay off unless ``lab=True``;
     ``extensions`` enables more server extension modules.
     """
-    data_dir = data_dir or (tmp / "data")
+    # data_dir="default": no data_dir setting, the server picks its own under JUPYTER_DATA_DIR
+    jdata = Path((env or {}).get("JUPYTER_DATA_DIR", tmp / "jdata"))
+    explicit = data_dir != "default"
+    data_dir = (data_dir or (tmp / "data")) if data_dir != "default" else jdata / "exec_sessions"
     root_dir = tmp / "root"
-    for d in (data_dir, root_dir, tmp / "runtime", tmp / "config"):
+    for d in (*([data_dir] if explicit else []), root_dir, tmp / "runtime", tmp / "config"):
         d.mkdir(parents=True, exist_ok=True)
     port = free_port()
     token = token or secrets.token_hex(16)
@@ -223,13 +226,13 @@ def launch(
         f"--ServerApp.root_dir={root_dir}",
         f"--IdentityProvider.token={token}",
         f"--ServerApp.jpserver_extensions={enabled!r}",
-        f"--ExecSessionsApp.data_dir={data_dir}",
+        *([f"--ExecSessionsApp.data_dir={data_dir}"] if explicit else []),
         *(f"--ExecSessionsApp.{key}={value}" for key, value in config.items()),
         *(extra_args or []),
     ]
     full_env = {
         **os.environ,
-        "JUPYTER_DATA_DIR": str(tmp / "jdata"),
+        "JUPYTER_DATA_DIR": str(jdata),
         "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
         "JUPYTER_CONFIG_DIR": str(tmp / "config"),
         "JUPYTER_PLATFORM_DIRS": "1",

@@ -231,7 +231,7 @@ def test_jupyter_token_forms_work_as_well_as_bearer(server: RunningServer) -> No
             "expires_after.minutes",
         ),
         ({"name": "x", "bogus": 1}, "bogus"),
-        ({"name": "x", "file_ids": ["file-123"]}, "file_ids"),
+        ({"name": "x", "file_ids": "file-123"}, "file_ids"),
         ({"name": 5}, "name"),
     ],
 )
@@ -303,7 +303,9 @@ def test_upload_via_multipart_filename_with_traversal_is_refused(server: Running
     sdk(server).containers.delete(c.id)
 
 
-def test_upload_without_a_file_part_or_with_file_id_is_a_400(server: RunningServer) -> None:
+def test_upload_without_a_file_part_is_a_400_and_an_unknown_file_id_a_404(
+    server: RunningServer,
+) -> None:
     c = sdk(server).containers.create(name="nofile")
     r = httpx.post(f"{server.api_base}/containers/{c.id}/files", headers=server.headers)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
@@ -312,7 +314,7 @@ def test_upload_without_a_file_part_or_with_file_id_is_a_400(server: RunningServ
         headers=server.headers,
         json={"file_id": "file-abc"},
     )
-    assert r.status_code == 400 and r.json()["error"]["param"] == "file_id"
+    assert r.status_code == 404 and r.json()["error"]["param"] == "file_id"
     sdk(server).containers.delete(c.id)
 
 

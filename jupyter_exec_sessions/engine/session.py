@@ -358,10 +358,21 @@ class KernelSession(KernelChannel):
         )
 
     # ------------------------------------------------------------------ files
-    async def list_files(self) -> list[FileStat]:
-        """Every regular file under the workdir (hidden ones too), at most 10,000."""
+    async def list_files(self) -> tuple[list[FileStat], bool]:
+        """Regular files under the workdir (hidden ones too), at most 10,000.
+
+        The second value says whether the walk stopped at that cap (more files exist).
+        """
         r = await self._file_op({"op": "list", "limit": _kernel_code.MAX_LIST_ENTRIES}, "")
-        return [FileStat(**f) for f in r["files"]]
+        return [FileStat(**f) for f in r["files"]], bool(r.get("capped"))
+
+    async def stat_file(self, relpath: str) -> FileStat | None:
+        """The stat of one regular file, or ``None`` when there is none at ``relpath``."""
+        try:
+            r = await self._file_op({"op": "stat", "path": safe_relpath(relpath)}, relpath)
+        except errors.NotFoundError:
+            return None
+        return FileStat(**r["file"])
 
     async def write_file(self, relpath: str, data: bytes) -> FileStat:
         """Write ``data`` to ``relpath`` (parent directories created); returns its stat."""

@@ -8,6 +8,7 @@ Every limit is a traitlet with a documented default; set them on the command lin
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ from ..service import ContainerService, ServiceConfig
 from . import handlers
 from .authorizer import install_authorizer
 from .sandboxing import build_confinement
+from .body import MAX_BODY_SETTING
+from .datadir import DataDirBusyError, claim_data_dir
 
 __all__ = ["ExecSessionsApp"]
 
@@ -32,13 +35,13 @@ class ExecSessionsApp(ExtensionApp):
     load_other_extensions = True
 
     data_dir = Unicode(
-        help="Where the SQLite registry and the container directories live."
-        " Default: <jupyter data dir>/exec_sessions."
+        "",
+        help="Where the SQLite registry and the container directories live; one server holds"
+        " it exclusively (a lock file). Default (empty): <jupyter data dir>/exec_sessions, or"
+        " exec_sessions-2, -3, ... next to it when other running servers hold those."
+        " A data_dir given explicitly that another server holds stops this server with a"
+        " message.",
     ).tag(config=True)
-
-    @default("data_dir")
-    def _default_data_dir(self) -> str:
-        return os.path.join(jupyter_data_dir(), "exec_sessions")
 
     pool_size = Int(
         2, help="Kernels kept started ahead so that creating a container is instant."
@@ -51,7 +54,18 @@ class ExecSessionsApp(ExtensionApp):
         100, help="Running containers on this server; past it, create answers 429."
     ).tag(config=True)
     max_upload_bytes = Int(
-        64 * 1024 * 1024, help="Largest file upload in bytes; past it, 413."
+        64 * 1024 * 1024,
+        help="Largest file upload in bytes; past it, 413 (checked from Content-Length before"
+        " the body is read, and while it streams).",
+    ).tag(config=True)
+    max_body_bytes = Int(
+        8 * 1024 * 1024,
+        help="Largest request body of the JSON routes and the MCP endpoint, in bytes; past it,"
+        " 413 before the body is read (uploads have max_upload_bytes instead). Lower than"
+        " jupyter_server's own max_body_size.",
+    ).tag(config=True)
+    max_shell_commands = Int(
+        100, help="Most commands one shell execution request may carry; past it, 400."
     ).tag(config=True)
     max_code_bytes = Int(
         1024 * 1024, help="Largest code (or sum of shell commands) in bytes; past it, 413."
@@ -124,24 +138,40 @@ class ExecSessionsApp(ExtensionApp):
     ).tag(config=True)
 
     def initialize_settings(self) -> None:
-        """Build the container service and publish it to handlers."""
+        """Lock the data directory, build the container service, publish it to handlers."""
         assert self.serverapp is not None
+        try:
+            self._lock = claim_data_dir(
+                self.data_dir,
+                Path(jupyter_data_dir()) / "exec_sessions",
+                note=f"port {self.serverapp.port}",
+            )
+        except DataDirBusyError as e:
+            self.log.critical("jupyter-exec-sessions: %s", e)
+            raise SystemExit(1) from None
+        if not self.data_dir:
+            self.log.info("jupyter-exec-sessions: data_dir %s", self._lock.path)
         serverapp = self.serverapp
-        config = ServiceConfig.from_traits(self)
+        config = dataclasses.replace(ServiceConfig.from_traits(self), data_dir=self._lock.path)
         gateway_config = getattr(serverapp, "gateway_config", None)
         confinement = build_confinement(
             mode=self.sandbox,
             kernel_manager=serverapp.kernel_manager,
             gateway=bool(getattr(gateway_config, "gateway_enabled", False)),
             kernel_name=self.kernel_name,
-            data_dir=Path(self.data_dir),
+            data_dir=self._lock.path,
             default_network_policy=dict(self.default_network_policy),
             proxy_resolve={str(k): str(v) for k, v in self.sandbox_proxy_resolve.items()},
             bwrap=self.bwrap_path,
             log=self.log,
         )
         self.service = ContainerService(serverapp.kernel_manager, config, confinement)
-        self.settings.update({"exec_sessions_service": self.service})
+        self.settings.update(
+            {
+                "exec_sessions_service": self.service,
+                MAX_BODY_SETTING: self.max_body_bytes,
+            }
+        )
         if self.multi_user_isolation and _multi_user(serverapp.identity_provider):
             # also in our settings: they are copied over the server's when initialisation ends
             self.settings["authorizer"] = install_authorizer(
@@ -185,6 +215,7 @@ class ExecSessionsApp(ExtensionApp):
             with contextlib.suppress(Exception):
                 await self._mcp.stop()
         await self.service.stop()
+        self._lock.release()
 
 
 def limits_table() -> str:

@@ -18,8 +18,10 @@ from pydantic import BaseModel, ValidationError
 from tornado import web
 
 from .._contract import AUTH_RESOURCE
-from ..errors import ExecSessionsError, InvalidRequestError
+from ..errors import ExecSessionsError, InvalidRequestError, PayloadTooLargeError
 from ..service import ContainerService
+from .body import GuardedBody
+from .jsoncheck import json_problem
 
 __all__ = [
     "ExecSessionsHandler",
@@ -104,10 +106,19 @@ def openai_errors(method: F) -> F:
     return cast(F, wrapper)
 
 
-class ExecSessionsHandler(APIHandler):
-    """Base: authentication as a 401, OpenAI error bodies, JSON helpers."""
+@web.stream_request_body
+class ExecSessionsHandler(GuardedBody, APIHandler):
+    """Base: authentication (a 401) and size limits before the body, OpenAI errors, JSON."""
 
     auth_resource = AUTH_RESOURCE
+
+    def body_too_large(self, size: int | None, limit: int) -> Exception:
+        """A 413 in the OpenAI shape."""
+        got = f"{size} bytes" if size is not None else "larger than the limit"
+        return PayloadTooLargeError(
+            f"The request body is {got}; the limit for this route is {limit} bytes"
+            " (max_body_bytes).",
+        )
 
     @property
     def service(self) -> ContainerService:
@@ -118,16 +129,6 @@ class ExecSessionsHandler(APIHandler):
     def owner(self) -> str:
         """Who the containers of this request belong to (see :func:`owner_of`)."""
         return owner_of(self)
-
-    def get_login_url(self) -> str:
-        """An API never redirects to a login page: unauthenticated is a 401."""
-        raise web.HTTPError(401, "Missing or invalid credentials.")
-
-    def check_xsrf_cookie(self) -> None:
-        """A request without valid credentials is a 401, not an XSRF 403."""
-        if hasattr(self, "_jupyter_current_user") and not self.current_user:
-            raise web.HTTPError(401, "Missing or invalid credentials.")
-        super().check_xsrf_cookie()
 
     def send_exec_error(self, e: ExecSessionsError) -> None:
         """Write an ``ExecSessionsError`` as its status and OpenAI body."""
@@ -162,15 +163,26 @@ class ExecSessionsHandler(APIHandler):
         super().log_exception(typ, value, tb)
 
     def json_body(self) -> dict[str, Any]:
-        """The request's JSON object body; 400 when it is not one."""
-        if not self.request.body:
+        r"""The request's JSON object body; 400 when it is not one.
+
+        Also 400 (naming the field) for JSON nested deeper than any request needs and for
+        strings that are not Unicode text (a lone surrogate such as ``"\\ud800"``).
+        """
+        raw = self.body_bytes()
+        if not raw:
             return {}
         try:
-            body = json.loads(self.request.body)
+            body = json.loads(raw)
+        except RecursionError:
+            raise InvalidRequestError("The request body is nested too deeply.") from None
         except (UnicodeDecodeError, ValueError):
             raise InvalidRequestError("The request body is not valid JSON.") from None
         if not isinstance(body, dict):
             raise InvalidRequestError("The request body must be a JSON object.")
+        problem = json_problem(body)
+        if problem is not None:
+            message, param = problem
+            raise InvalidRequestError(message, param=param)
         return body
 
     def parse(self, model: type[M], data: dict[str, Any]) -> M:

@@ -49,6 +49,8 @@ from tornado.iostream import StreamClosedError
 from .._contract import AUTH_RESOURCE, MCP_PATH, ContainerBackend
 from ..mcp_server import OWNER_SCOPE_KEY, create_mcp_server
 from .base import authorized_to_execute
+from .body import GuardedBody
+from .jsoncheck import json_problem
 
 __all__ = ["MCPEndpoint", "MCPHandler"]
 
@@ -128,8 +130,12 @@ class MCPEndpoint:
                 await asyncio.wait_for(self._task, timeout=10)
 
 
-class MCPHandler(APIHandler):
-    """Bridges one HTTP request (POST, GET stream, DELETE) to the MCP session manager."""
+@web.stream_request_body
+class MCPHandler(GuardedBody, APIHandler):
+    """Bridges one HTTP request (POST, GET stream, DELETE) to the MCP session manager.
+
+    Authentication and the body size limit come before the body is read (``GuardedBody``).
+    """
 
     auth_resource = AUTH_RESOURCE
 
@@ -203,7 +209,13 @@ class MCPHandler(APIHandler):
         if stream is not None:
             with contextlib.suppress(Exception):
                 stream.set_nodelay(True)
-        body = self.request.body or b""
+        body = self.body_bytes()
+        problem = _body_problem(body) if self.request.method == "POST" else None
+        if problem is not None:
+            self.set_status(400)
+            error = {"code": -32600, "message": problem}
+            self.finish({"jsonrpc": "2.0", "id": None, "error": error})
+            return
         self._hold = self.request.method == "POST" and _wants_no_stream(body)
         body_sent = False
 
@@ -305,11 +317,23 @@ class MCPHandler(APIHandler):
 _SSE_ONLY = frozenset({"cache-control", "x-accel-buffering"})
 
 
+def _body_problem(body: bytes) -> str | None:
+    """Why a POST body must be refused before the SDK sees it (deep nesting, lone surrogates)."""
+    try:
+        message = json.loads(body)
+    except RecursionError:
+        return "The request body is nested too deeply."
+    except ValueError:
+        return None  # the SDK answers its own parse error
+    problem = json_problem(message)
+    return None if problem is None else problem[0]
+
+
 def _wants_no_stream(body: bytes) -> bool:
     """Whether a POST is one JSON-RPC request without a progress token."""
     try:
         message = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     if not isinstance(message, dict) or "id" not in message or "method" not in message:
         return False

@@ -18,11 +18,17 @@ from ..models import (
     ExecutionRequest,
     ExecutionStreamEvent,
     Output,
+    ResolutionRecorded,
     ResolutionRequest,
 )
 from .base import ExecSessionsHandler, authorized_to_execute, openai_errors, validation_error
 
 __all__ = ["EventsHandler", "ExecutionsHandler", "InterruptHandler", "ResolutionsHandler"]
+
+#: Largest body of ``POST /containers/{id}/resolutions`` in bytes.
+RESOLUTION_BODY_LIMIT = 4096
+#: Largest event ``seq`` a client may resume after (SQLite's integer range).
+MAX_SEQ = 2**63 - 1
 
 
 def _no_delay(handler: web.RequestHandler) -> None:
@@ -150,7 +156,11 @@ class ResolutionsHandler(ExecSessionsHandler):
         self.service.containers.record_resolution(
             self.owner, container_id, ContainerResolvedData(**request.model_dump())
         )
-        self.finish(json.dumps({"ok": True}))
+        self.send_model(ResolutionRecorded())
+
+    def body_limit(self) -> int:
+        """A resolution is a few short fields."""
+        return min(super().body_limit(), RESOLUTION_BODY_LIMIT)
 
 
 class EventsHandler(ExecSessionsHandler):
@@ -164,12 +174,17 @@ class EventsHandler(ExecSessionsHandler):
     async def get(self) -> None:
         """Stream events with ``seq`` greater than ``Last-Event-ID`` (or ``?after=``)."""
         raw = self.request.headers.get("Last-Event-ID") or self.get_query_argument("after", "0")
+        param = "Last-Event-ID" if self.request.headers.get("Last-Event-ID") else "after"
         try:
             after = int(raw or 0)
         except ValueError:
             raise InvalidRequestError(
-                "Last-Event-ID must be an event seq (an integer).", param="Last-Event-ID"
+                f"Invalid '{param}': {raw!r} is not an event seq (an integer).", param=param
             ) from None
+        if not 0 <= after <= MAX_SEQ:
+            raise InvalidRequestError(
+                f"Invalid '{param}': {after} is not an event seq (0 to {MAX_SEQ}).", param=param
+            )
         _no_delay(self)
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")

@@ -247,8 +247,10 @@ def create_mcp_server(
             float | None,
             Field(
                 gt=0,
+                le=86_400,  # larger values would overflow; the server clamps to its maximum
+                allow_inf_nan=False,
                 description="Stop the code after this many seconds (default: the server's "
-                "default). On timeout it is interrupted; the state is kept.",
+                "default; at most 86400). On timeout it is interrupted; the state is kept.",
             ),
         ] = None,
         *,

@@ -8,6 +8,7 @@ concept and are built from the ones below them::
     manager (KernelManagerAdapter) ── kernels (ContainerKernels: pool, slots, live kernels)
     containers (Containers: lifecycle, lookup, expiry)
     files (Files)            executions (Executions)
+    stored_files (StoredFiles: the Files API, copied into containers through files)
 
 :meth:`ContainerService.for_user` gives the per-user view that satisfies
 ``ContainerBackend`` (what the MCP tools are written against).
@@ -28,6 +29,7 @@ from .files import Files
 from .kernel_manager import KernelManagerAdapter
 from .kernels import ContainerKernels
 from .store import Store
+from .stored_files import StoredFiles
 
 __all__ = ["ContainerService", "ServiceConfig", "UserContainers"]
 
@@ -57,6 +59,24 @@ class ContainerService:
         self.containers = Containers(config, self.store, self.events, self.kernels, self.background)
         self.files = Files(config, self.store, self.containers, self.kernels)
         self.executions = Executions(config, self.store, self.events, self.containers, self.kernels)
+        self.stored_files = StoredFiles(
+            config, self.store, self.containers, self.kernels, self.files
+        )
+
+    async def create_container(self, owner: str, request: CreateContainerRequest) -> Container:
+        """Create a container and copy the stored files of ``file_ids`` into it."""
+        file_ids = request.file_ids or []
+        self.stored_files.check_ids(owner, file_ids)
+        container = await self.containers.create(
+            owner, request.model_copy(update={"file_ids": None})
+        )
+        try:
+            for file_id in file_ids:
+                await self.stored_files.copy_into(owner, container.id, file_id, param="file_ids")
+        except BaseException:
+            await self.containers.delete(owner, container.id)
+            raise
+        return container
 
     async def start(self) -> None:
         """Sweep leftovers of a crashed run, start the pool and the expiry reaper."""
@@ -85,7 +105,7 @@ class UserContainers:
 
     async def create_container(self, request: CreateContainerRequest) -> Container:
         """Create a container for this user."""
-        return await self.service.containers.create(self.owner, request)
+        return await self.service.create_container(self.owner, request)
 
     async def retrieve_container(self, container_id: str) -> Container:
         """Return one of this user's containers."""

@@ -26,6 +26,7 @@ class ServiceConfig:
     max_containers: int
     max_upload_bytes: int
     max_code_bytes: int
+    max_shell_commands: int
     max_queue_depth: int
     default_timeout_ms: int
     max_timeout_ms: int

@@ -123,11 +123,9 @@ class Containers:
     # ------------------------------------------------------------------ API
     async def create(self, owner: str, request: CreateContainerRequest) -> Container:
         """Create a container from the warm pool (or a cold kernel when the pool is empty)."""
-        if request.file_ids:
+        if request.file_ids:  # copied in by ContainerService.create_container
             raise InvalidRequestError(
-                "file_ids is not supported by this server: upload files with"
-                " POST /containers/{container_id}/files.",
-                param="file_ids",
+                "file_ids are copied by ContainerService.create_container.", param="file_ids"
             )
         if request.skills:
             raise InvalidRequestError("skills is not supported by this server.", param="skills")

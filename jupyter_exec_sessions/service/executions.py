@@ -15,7 +15,7 @@ from typing import Any
 
 from .._contract import OutputSink, new_id
 from ..engine import RunResult
-from ..errors import PayloadTooLargeError, QueueFullError
+from ..errors import InvalidRequestError, PayloadTooLargeError, QueueFullError
 from ..models import (
     Execution,
     ExecutionCompletedData,
@@ -56,6 +56,12 @@ class Executions:
             size = len(request.code.encode("utf-8", "surrogatepass"))
             param = "code"
         else:
+            if len(request.commands) > cfg.max_shell_commands:
+                raise InvalidRequestError(
+                    f"Invalid 'commands': {len(request.commands)} commands; at most"
+                    f" {cfg.max_shell_commands} per request (max_shell_commands).",
+                    param="commands",
+                )
             size = sum(len(c.encode("utf-8", "surrogatepass")) for c in request.commands)
             param = "commands"
         if size > cfg.max_code_bytes:

@@ -8,6 +8,7 @@ sources and creation times; a listing first syncs it with the directory as it re
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import time
 
 from .._contract import CONTAINER_ROOT, new_id
@@ -22,7 +23,10 @@ from .containers import Containers
 from .kernels import ContainerKernels
 from .store import ContainerRow, FileRow, Store
 
-__all__ = ["Files"]
+__all__ = ["CONTAINER_ROOT", "Files"]
+
+#: Where a container's directory is, as file objects name it (and the sandbox mounts it).
+CONTAINER_ROOT = "/mnt/data"
 
 
 class Files:
@@ -39,8 +43,11 @@ class Files:
         self.store = store
         self.containers = containers
         self.kernels = kernels
+        # whether the last directory walk of a container stopped at its cap (in memory)
+        self._capped: dict[str, bool] = {}
 
     def _file(self, row: ContainerRow, f: FileRow) -> ContainerFile:
+        # The path the code sees, by OpenAI's convention; never the server's own layout.
         return ContainerFile(
             id=f.id,
             container_id=row.id,
@@ -64,30 +71,50 @@ class Files:
         row, slot = self.containers.usable(owner, container_id)
         async with self.kernels.session(row, slot) as session:
             await session.write_file(relpath, data)
+        return self.register_upload(row, relpath, len(data))
+
+    def register_upload(self, row: ContainerRow, relpath: str, size: int) -> ContainerFile:
+        """Record a file the user put into the container (source ``user``)."""
         f = self.store.upsert_file(
             id=new_id("cfile_"),
             container_id=row.id,
             path=relpath,
-            size=len(data),
+            size=size,
             source="user",
             now=time.time(),
         )
         return self._file(row, f)
 
-    async def sync(self, owner: str, container_id: str) -> ContainerRow:
-        """Bring the file registry in line with the container's real directory."""
+    async def sync(self, owner: str, container_id: str) -> tuple[ContainerRow, bool]:
+        """Bring the file registry in line with the container's real directory.
+
+        Returns the container and whether the directory walk stopped at its cap; a capped
+        walk adds and updates what it saw and forgets nothing it did not reach.
+        """
         row, slot = self.containers.usable(owner, container_id)
         async with self.kernels.session(row, slot) as session:
-            stats = await session.list_files()
+            stats, capped = await session.list_files()
         present = {s.path: s.bytes for s in stats}
-        self.store.sync_files(row.id, present, lambda: new_id("cfile_"), time.time())
-        return row
+        self.store.sync_files(
+            row.id, present, lambda: new_id("cfile_"), time.time(), complete=not capped
+        )
+        self._capped[row.id] = capped
+        return row, capped
 
     async def list(
         self, owner: str, container_id: str, *, after: str | None, limit: int, order: str
     ) -> ContainerFileList:
-        """A cursor page of the container's files, as they are on disk now."""
-        row = await self.sync(owner, container_id)
+        """A cursor page of the container's files.
+
+        The first page (no ``after``) looks at the directory as it is now; the following
+        pages page through what that look registered, without walking the tree again.
+        ``capped`` says the directory holds more files than one walk lists.
+        """
+        if after is None:
+            row, capped = await self.sync(owner, container_id)
+        else:
+            row, _ = self.containers.usable(owner, container_id)
+            capped = self._capped.get(row.id, False)
         files = self.store.files_of(row.id)
         if order == "desc":
             files.reverse()
@@ -101,14 +128,27 @@ class Files:
             first_id=data[0].id if data else None,
             last_id=data[-1].id if data else None,
             has_more=len(files) > limit,
+            capped=capped,
         )
 
     async def retrieve(self, owner: str, container_id: str, file_id: str) -> ContainerFile:
-        """One file object (checked against the real directory)."""
-        row = await self.sync(owner, container_id)
+        """One file object, checked against the real file (no directory walk when known)."""
+        row, slot = self.containers.usable(owner, container_id)
         f = self.store.get_file(row.id, file_id)
         if f is None:
+            row, _ = await self.sync(owner, container_id)
+            f = self.store.get_file(row.id, file_id)
+            if f is None:
+                raise ContainerFileNotFoundError(file_id)
+            return self._file(row, f)
+        async with self.kernels.session(row, slot) as session:
+            stat = await session.stat_file(f.path)
+        if stat is None:
+            self.store.delete_file(row.id, file_id)
             raise ContainerFileNotFoundError(file_id)
+        if stat.bytes != f.bytes:
+            self.store.update_file_size(row.id, file_id, stat.bytes)
+            f.bytes = stat.bytes
         return self._file(row, f)
 
     async def content(self, owner: str, container_id: str, file_id: str) -> bytes:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContainerRow", "EventRow", "FileRow", "Store"]
+__all__ = ["ContainerRow", "EventRow", "FileRow", "Store", "StoredFileRow"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS files (
     source TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     UNIQUE (container_id, path)
+);
+CREATE TABLE IF NOT EXISTS stored_files (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    owner TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    purpose TEXT NOT NULL,
+    created_at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -96,6 +105,19 @@ class FileRow:
     path: str
     bytes: int
     source: str
+    created_at: int
+
+
+@dataclass
+class StoredFileRow:
+    """One file of the Files API (``POST /files``), owned by one user."""
+
+    n: int
+    id: str
+    owner: str
+    filename: str
+    bytes: int
+    purpose: str
     created_at: int
 
 
@@ -313,12 +335,24 @@ class Store:
         return _file(r) if r else None
 
     def sync_files(
-        self, container_id: str, present: dict[str, int], new_id: Any, now: float
+        self,
+        container_id: str,
+        present: dict[str, int],
+        new_id: Any,
+        now: float,
+        *,
+        complete: bool = True,
     ) -> None:
-        """Make the file rows match ``present`` (relpath -> size): new paths are ``assistant``."""
+        """Make the file rows match ``present`` (relpath -> size): new paths are ``assistant``.
+
+        With ``complete`` false (the directory walk stopped at its cap) rows whose paths were
+        not seen are kept: a capped walk proves nothing about the files it did not reach.
+        """
         known = {f.path: f for f in self.files_of(container_id)}
         with self.transaction():
             for path, f in known.items():
+                if path not in present and not complete:
+                    continue
                 if path not in present:
                     self._db.execute("DELETE FROM files WHERE n = ?", (f.n,))
                 elif present[path] != f.bytes:
@@ -336,6 +370,61 @@ class Store:
         self._db.execute(
             "DELETE FROM files WHERE container_id = ? AND id = ?", (container_id, file_id)
         )
+
+    def update_file_size(self, container_id: str, file_id: str, size: int) -> None:
+        """Record a file's current size."""
+        self._db.execute(
+            "UPDATE files SET bytes = ? WHERE container_id = ? AND id = ?",
+            (size, container_id, file_id),
+        )
+
+    # ------------------------------------------------------------------ stored files
+    def insert_stored_file(
+        self, *, id: str, owner: str, filename: str, size: int, purpose: str, now: float
+    ) -> StoredFileRow:
+        """Record a file of the Files API."""
+        self._db.execute(
+            "INSERT INTO stored_files (id, owner, filename, bytes, purpose, created_at)"
+            " VALUES (?,?,?,?,?,?)",
+            (id, owner, filename, size, purpose, int(now)),
+        )
+        row = self.get_stored_file(owner, id)
+        assert row is not None
+        return row
+
+    def get_stored_file(self, owner: str, id: str) -> StoredFileRow | None:
+        """The owner's stored file, or ``None`` (also for another owner's id)."""
+        r = self._db.execute(
+            "SELECT * FROM stored_files WHERE id = ? AND owner = ?", (id, owner)
+        ).fetchone()
+        return StoredFileRow(**dict(r)) if r else None
+
+    def list_stored_files(
+        self, owner: str, *, after: str | None, limit: int, order: str, purpose: str | None
+    ) -> tuple[list[StoredFileRow], bool]:
+        """A cursor page of the owner's stored files and whether more follow."""
+        where: list[str] = ["owner = ?"]
+        args: list[Any] = [owner]
+        if purpose is not None:
+            where.append("purpose = ?")
+            args.append(purpose)
+        desc = order == "desc"
+        if after is not None:
+            cursor = self.get_stored_file(owner, after)
+            if cursor is None:
+                return [], False
+            where.append("n < ?" if desc else "n > ?")
+            args.append(cursor.n)
+        sql = (
+            f"SELECT * FROM stored_files WHERE {' AND '.join(where)}"
+            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
+        )
+        rows = self._db.execute(sql, (*args, limit + 1)).fetchall()
+        return [StoredFileRow(**dict(r)) for r in rows[:limit]], len(rows) > limit
+
+    def delete_stored_file(self, owner: str, id: str) -> None:
+        """Forget a stored file."""
+        self._db.execute("DELETE FROM stored_files WHERE id = ? AND owner = ?", (id, owner))
 
     # ------------------------------------------------------------------ events
     def append_event(

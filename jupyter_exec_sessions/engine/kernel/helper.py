@@ -18,6 +18,7 @@ framing that cannot be confused with anything a command prints.
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import os
 import stat
@@ -119,19 +120,39 @@ def op_list(args: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "files": files, "capped": False}
 
 
+#: errno values that mean the requested name itself cannot be a file here (a client error).
+_BAD_NAME_ERRNOS = {errno.ENAMETOOLONG, errno.EISDIR, errno.ENOTDIR, errno.EEXIST, errno.EINVAL}
+
+
 def op_write(args: dict[str, Any]) -> dict[str, Any]:
     """Write (``append`` false) or append base64 ``data`` to a file, creating parent dirs."""
     path = resolve(args["path"])
     if os.path.isdir(path):
         raise HelperError("is_directory", f"{args['path']!r} is a directory")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "ab" if args.get("append") else "wb") as f:
-        f.write(base64.b64decode(args["data"]))
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "ab" if args.get("append") else "wb") as f:
+            f.write(base64.b64decode(args["data"]))
+    except (FileExistsError, NotADirectoryError):
+        raise HelperError(
+            "invalid_path", f"cannot write {args['path']!r}: a parent of it is a file"
+        ) from None
+    except OSError as e:  # no absolute paths in the message: the workdir is not the client's
+        code = "invalid_path" if e.errno in _BAD_NAME_ERRNOS else "io_error"
+        raise HelperError(code, f"cannot write {args['path']!r}: {e.strerror}") from None
     return {
         "ok": True,
         "file": _stat(path),
         "abs_path": os.path.join(_state["workdir"], args["path"]),
     }
+
+
+def op_stat(args: dict[str, Any]) -> dict[str, Any]:
+    """Whether one regular file exists, and its size."""
+    path = resolve(args["path"])
+    if not os.path.isfile(path):
+        raise HelperError("not_found", f"no file at path {args['path']!r}")
+    return {"ok": True, "file": _stat(path)}
 
 
 def op_read(args: dict[str, Any]) -> dict[str, Any]:
@@ -181,6 +202,7 @@ _OPS = {
     "list": op_list,
     "write": op_write,
     "read": op_read,
+    "stat": op_stat,
     "delete": op_delete,
     "shell": op_shell,
 }
@@ -203,7 +225,8 @@ def call(inline: str | None = None) -> None:
     except HelperError as e:
         result = {"ok": False, "error": e.code, "message": e.message}
     except OSError as e:
-        result = {"ok": False, "error": "os_error", "message": f"{type(e).__name__}: {e}"}
+        # strerror only: str(e) names the absolute path, which is not the client's business
+        result = {"ok": False, "error": "os_error", "message": f"{type(e).__name__}: {e.strerror}"}
     publish(RESULT_MIME, result)
 
 
