@@ -27,8 +27,12 @@ from jupyter_exec_sessions.client import AsyncClient
 from jupyter_exec_sessions.mcp_server import (
     CODEX_TURN_META_KEY,
     META_CONTAINER_ID,
+    META_INCLUDE_EXECUTION,
     META_SESSION_ID,
     META_TURN_ID,
+    RESULT_META_CONTAINER_ID,
+    RESULT_META_EXECUTION,
+    RESULT_META_STATUS,
 )
 from jupyter_exec_sessions.models import PythonExecutionRequest
 
@@ -63,8 +67,19 @@ def text(result: CallToolResult) -> str:
 
 
 def container_of(result: CallToolResult) -> str:
-    assert result.structured_content is not None, text(result)
-    return str(result.structured_content["container_id"])
+    assert result.meta is not None, text(result)
+    return str(result.meta[RESULT_META_CONTAINER_ID])
+
+
+def execution_of(result: CallToolResult) -> dict[str, Any]:
+    """The execution object a call asked for with ``META_INCLUDE_EXECUTION``."""
+    assert result.meta is not None, text(result)
+    return dict(result.meta[RESULT_META_EXECUTION])
+
+
+def status_of(result: CallToolResult) -> str:
+    assert result.meta is not None, text(result)
+    return str(result.meta[RESULT_META_STATUS])
 
 
 def tiny_png() -> bytes:
@@ -203,7 +218,7 @@ async def test_turn_metadata_from_meta_codex_and_headers_is_counted_on_the_conta
 ) -> None:
     async with api(server) as rest:
         box = await rest.create_container(name="mcp-turns")
-    target = {META_CONTAINER_ID: box.id}
+    target = {META_CONTAINER_ID: box.id, META_INCLUDE_EXECUTION: True}
     async with mcp(server) as client:
         r1 = await client.call_tool(
             PY, {"code": "1"}, meta={**target, META_SESSION_ID: "conv-1", META_TURN_ID: "turn-1"}
@@ -220,13 +235,10 @@ async def test_turn_metadata_from_meta_codex_and_headers_is_counted_on_the_conta
         )
     headers = {"X-Container-Id": box.id, "X-Session-Id": "conv-3", "X-Turn-Id": "turn-4"}
     async with mcp(server, headers) as client:
-        r5 = await client.call_tool(PY, {"code": "5"})
-    assert r1.structured_content and r1.structured_content["metadata"] == {
-        "session_id": "conv-1",
-        "turn_id": "turn-1",
-    }
-    assert r3.structured_content and r3.structured_content["metadata"]["turn_id"] == "turn-3"
-    assert r5.structured_content and r5.structured_content["metadata"]["session_id"] == "conv-3"
+        r5 = await client.call_tool(PY, {"code": "5"}, meta={META_INCLUDE_EXECUTION: True})
+    assert execution_of(r1)["metadata"] == {"session_id": "conv-1", "turn_id": "turn-1"}
+    assert execution_of(r3)["metadata"]["turn_id"] == "turn-3"
+    assert execution_of(r5)["metadata"]["session_id"] == "conv-3"
     async with api(server) as rest:
         info = (await rest.retrieve_container(box.id)).exec_sessions
     assert info.executions == 5
@@ -275,7 +287,7 @@ async def test_user_code_errors_are_normal_results_with_a_readable_traceback(
     assert result.is_error is False
     assert "ZeroDivisionError" in body and "divide" in body and "return a / b" in body
     assert "\x1b[" not in body
-    assert result.structured_content and result.structured_content["status"] == "failed"
+    assert status_of(result) == "failed"
 
 
 async def test_images_are_returned_as_image_content(server: RunningServer) -> None:
@@ -310,19 +322,22 @@ async def test_long_output_is_truncated_with_a_note_and_timeouts_are_results(
     server: RunningServer,
 ) -> None:
     async with mcp(server) as client:
-        long = await client.call_tool(SH, {"commands": ["seq 1 20000"], "max_output_length": 2000})
+        long = await client.call_tool(
+            SH,
+            {"commands": ["seq 1 20000"], "max_output_length": 2000},
+            meta={META_INCLUDE_EXECUTION: True},
+        )
         slow = await client.call_tool(
             PY, {"code": "import time\ntime.sleep(30)", "timeout_seconds": 0.5}
         )
         alive = await client.call_tool(PY, {"code": "'still usable'"})
-    assert not long.is_error and long.structured_content
-    assert long.structured_content["truncated"] is True
+    assert not long.is_error and execution_of(long)["truncated"] is True
     assert "output truncated" in text(long)
     assert "20000" in text(long) and len(text(long)) < 6000
-    full = long.structured_content["full_output_file"]
+    full = execution_of(long)["full_output_file"]
     assert full and full in text(long)
     assert slow.is_error is False
-    assert slow.structured_content and slow.structured_content["status"] == "timed_out"
+    assert status_of(slow) == "timed_out"
     assert "timed out" in text(slow)
     assert "'still usable'" in text(alive)
 
@@ -378,9 +393,10 @@ def test_lone_answers_come_as_json_and_progress_calls_stream_as_sse(
             headers=headers,
         )
     assert plain.headers["content-type"].startswith("application/json")
-    assert plain.json()["result"]["structuredContent"]["outputs"][-1]["data"] == {
-        "text/plain": "42"
-    }
+    answer = plain.json()["result"]
+    assert "structuredContent" not in answer
+    assert answer["content"] == [{"type": "text", "text": "out\nOut: 42"}]
+    assert answer["_meta"][RESULT_META_STATUS] == "completed"
     assert streamed.headers["content-type"].startswith("text/event-stream")
     events = [
         json.loads(line[5:]) for line in streamed.text.splitlines() if line.startswith("data:")

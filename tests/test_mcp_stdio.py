@@ -21,7 +21,12 @@ from mcp.client.stdio import StdioServerParameters
 from mcp_types import CallToolResult, TextContent
 
 from jupyter_exec_sessions.client import AsyncClient
-from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
+from jupyter_exec_sessions.mcp_server import (
+    META_CONTAINER_ID,
+    META_SESSION_ID,
+    META_TURN_ID,
+    RESULT_META_CONTAINER_ID,
+)
 from jupyter_exec_sessions.models import PythonExecutionRequest
 
 PY = "execute_python_code"
@@ -55,8 +60,8 @@ def text(result: CallToolResult) -> str:
 
 
 def container_of(result: CallToolResult) -> str:
-    assert result.structured_content is not None, text(result)
-    return str(result.structured_content["container_id"])
+    assert result.meta is not None, text(result)
+    return str(result.meta[RESULT_META_CONTAINER_ID])
 
 
 async def test_stdio_server_lists_the_two_tools_and_keeps_state_for_its_session(

@@ -18,6 +18,7 @@ from .._contract import (
     CODEX_TURN_META_KEY,
     CONTAINER_HEADER,
     META_CONTAINER_ID,
+    META_INCLUDE_EXECUTION,
     META_SESSION_ID,
     META_TURN_ID,
     SESSION_HEADER,
@@ -47,6 +48,7 @@ class CallRouting:
     session_key: str | None
     metadata: ExecutionMetadata | None
     wants_progress: bool
+    include_execution: bool = False
 
 
 def _text(value: Any) -> str | None:
@@ -98,6 +100,7 @@ def read_call(ctx: Context[Any, Any], default_session: str | None) -> CallRoutin
         session_key=_text(headers.get("mcp-session-id")) or default_session,
         metadata=metadata,
         wants_progress=meta.get("progress_token") is not None,
+        include_execution=meta.get(META_INCLUDE_EXECUTION) is True,
     )
 
 

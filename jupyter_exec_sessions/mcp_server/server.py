@@ -177,7 +177,7 @@ class _Tools:
                 execution = await backend.execute(call.container_id, request, sink)
             except errors.ExecSessionsError as exc:
                 return tool_error(_explain(exc, call, call.container_id))
-            return render_execution(execution)
+            return render_execution(execution, include_execution=call.include_execution)
         if call.session_key is None:
             return tool_error(
                 "This request belongs to no MCP session (a stateless request), so there is no "
@@ -201,10 +201,12 @@ class _Tools:
                     f"container ({container_id}) was started. Variables, imports and files from "
                     "earlier calls are gone; recreate what you need."
                 )
-                return render_execution(execution, notes=[note])
+                return render_execution(
+                    execution, reset_note=note, include_execution=call.include_execution
+                )
         except errors.ExecSessionsError as exc:
             return tool_error(_explain(exc, call, container_id))
-        return render_execution(execution)
+        return render_execution(execution, include_execution=call.include_execution)
 
 
 async def _relay_progress(
@@ -284,8 +286,8 @@ def create_mcp_server(
             ),
         )
 
-    # No outputSchema: structuredContent is the execution object (models.Execution), but
-    # declaring it makes the SDK validate every result on both sides (~0.4 ms per call).
+    # No outputSchema and no structuredContent: results are text and images written for a
+    # model (see render.py for why); ids and status travel in the result's _meta.
     hints = ToolAnnotations(destructive_hint=True, idempotent_hint=False, open_world_hint=True)
     server.add_tool(
         execute_python_code,
