@@ -144,7 +144,30 @@ class MCPHandler(APIHandler):
 
     def get_login_url(self) -> str:
         """An API never redirects to a login page: unauthenticated is a 401."""
-        raise web.HTTPError(401, "Missing or invalid credentials.")
+        raise web.HTTPError(401, _unauthenticated_message(self.request.headers))
+
+    def check_xsrf_cookie(self) -> None:
+        """A request without valid credentials is a 401 (never jupyter's XSRF 403)."""
+        if hasattr(self, "_jupyter_current_user") and not self.current_user:
+            raise web.HTTPError(401, _unauthenticated_message(self.request.headers))
+        super().check_xsrf_cookie()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors before the MCP session manager answers, as a JSON-RPC error body.
+
+        A 401 also says ``WWW-Authenticate: Bearer`` (how to authenticate), so that MCP
+        clients report an authentication problem instead of a generic error.
+        """
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        if status_code == 401:
+            sent = "authorization" in self.request.headers
+            error = ', error="invalid_token"' if sent else ""
+            self.set_header("WWW-Authenticate", f'Bearer realm="jupyter-exec-sessions"{error}')
+        self.set_header("Content-Type", "application/json")
+        code = _JSONRPC_AUTH_ERROR if status_code in (401, 403) else _JSONRPC_SERVER_ERROR
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+        self.finish(json.dumps(body))
 
     def on_connection_close(self) -> None:
         """The client went away: ``receive()`` answers ``http.disconnect``."""
@@ -303,6 +326,22 @@ class MCPHandler(APIHandler):
 
 
 _SSE_ONLY = frozenset({"cache-control", "x-accel-buffering"})
+#: JSON-RPC error codes of answers the endpoint gives itself (implementation-defined range).
+_JSONRPC_AUTH_ERROR = -32001
+_JSONRPC_SERVER_ERROR = -32000
+
+
+def _unauthenticated_message(headers: Any) -> str:
+    """What a client without valid credentials is told (no XSRF or cookie wording)."""
+    how = (
+        "Send the Jupyter server's token as 'Authorization: Bearer <token>' (for Codex: "
+        "bearer_token_env_var in config.toml)."
+    )
+    if "authorization" in headers:
+        return f"Unauthorized: this Jupyter server did not accept the bearer token. {how}"
+    return (
+        f"Unauthorized: no credentials were sent to the jupyter-exec-sessions MCP endpoint. {how}"
+    )
 
 
 def _wants_no_stream(body: bytes) -> bool:

@@ -32,12 +32,8 @@ from typing import Annotated, Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.shared.exceptions import MCPError
-from mcp_types import (
-    METHOD_NOT_FOUND,
-    CallToolResult,
-    ToolAnnotations,
-)
+from mcp_types import CallToolResult, DiscoverResult, ToolAnnotations
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from .. import errors
@@ -236,9 +232,9 @@ def create_mcp_server(
     """Build the MCP server with exactly the two execution tools.
 
     ``default_session`` is the session key for calls whose transport has no MCP session id
-    (stdio: the process is the session). ``sessions_required`` refuses ``server/discover`` so
-    that ``mode="auto"`` clients fall back to the stateful handshake, which the per-session
-    container needs (used by the streamable-HTTP endpoint).
+    (stdio: the process is the session). ``sessions_required`` answers ``server/discover``
+    with the handshake-era protocol versions only, so that ``mode="auto"`` clients use the
+    stateful handshake, which the per-session container needs (the streamable-HTTP endpoint).
     """
     server: MCPServer[Any] = _quiet_mcp_server(name, _version())
     tools = _Tools(resolve_backend, default_session)
@@ -302,15 +298,21 @@ def create_mcp_server(
         annotations=hints,
     )
     if sessions_required:
-        server.middleware.append(_refuse_discover)
+        server.middleware.append(_handshake_versions_only)
     return server
 
 
-async def _refuse_discover(ctx: Any, call_next: Any) -> Any:
-    """Make ``mode="auto"`` clients use the stateful handshake (per-session containers)."""
-    if ctx.method == "server/discover":
-        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=ctx.method)
-    return await call_next(ctx)
+async def _handshake_versions_only(ctx: Any, call_next: Any) -> Any:
+    """Answer ``server/discover`` advertising only the handshake-era protocol versions.
+
+    That is the protocol's way for a server to say it needs the ``initialize`` handshake
+    (sessions): ``mode="auto"`` clients fall back to it, and the probe is an ordinary 200
+    answer instead of a refused request in the server log.
+    """
+    result = await call_next(ctx)
+    if ctx.method == "server/discover" and isinstance(result, DiscoverResult):
+        return result.model_copy(update={"supported_versions": list(HANDSHAKE_PROTOCOL_VERSIONS)})
+    return result
 
 
 def _version() -> str:
