@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Final, Literal, Protocol, Union, get_args
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol, Union, get_args, runtime_checkable
 
 from .models import (
     Container,
@@ -45,6 +46,8 @@ __all__ = [
     "SESSION_HEADER",
     "TURN_HEADER",
     "ContainerBackend",
+    "ConversationBackend",
+    "ConversationContainer",
     "EventType",
     "OutputSink",
     "new_id",
@@ -136,4 +139,33 @@ class ContainerBackend(Protocol):
         Raises ``ContainerExpiredError``, ``ContainerNotFoundError``, ``QueueFullError`` and
         other ``ExecSessionsError`` for infrastructure problems; user-code errors are data.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class ConversationContainer:
+    """The implicit container of a conversation key, and what it replaced (if anything)."""
+
+    container_id: str
+    #: the key's previous container, when this one was made because that one is gone
+    replaced: str | None = None
+    #: why the previous container is gone
+    reason: Literal["expired", "evicted", "deleted"] | None = None
+
+
+@runtime_checkable
+class ConversationBackend(Protocol):
+    """What a backend offers when it keeps conversation containers itself (the service).
+
+    Keys are ``conversation:<id>`` (the conversation id of the turn metadata) or
+    ``mcp-session:<id>``. Bindings are durable (the registry), so other processes of the
+    same conversation find the same container.
+    """
+
+    async def conversation_container(self, key: str, name: str) -> ConversationContainer:
+        """The key's running implicit container, made or remade on demand."""
+        ...
+
+    async def end_conversation(self, key: str) -> bool:
+        """Forget ``key`` and expire its implicit container now."""
         ...

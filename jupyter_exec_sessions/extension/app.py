@@ -81,6 +81,18 @@ class ExecSessionsApp(ExtensionApp):
         help="Seconds a timed-out execution gets to stop after an interrupt before its kernel"
         " is restarted (state_reset).",
     ).tag(config=True)
+    implicit_expires_minutes = Int(
+        10,
+        help="Minutes of inactivity after which an implicit container expires: one the MCP"
+        " endpoint made for a conversation or an MCP session (no container named). At the"
+        " owner's quota the least recently used idle implicit container is evicted instead.",
+    ).tag(config=True)
+    implicit_wait_s = Float(
+        60.0,
+        help="Seconds an MCP call that needs a new implicit container waits for one of the"
+        " owner's implicit containers to become idle (and evictable) when the owner is at"
+        " the quota, before it is refused.",
+    ).tag(config=True)
 
     service: ContainerService
 

@@ -46,8 +46,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .._contract import AUTH_RESOURCE, MCP_PATH, ContainerBackend
+from .._contract import AUTH_RESOURCE, MCP_PATH, ContainerBackend, ConversationBackend
 from ..mcp_server import OWNER_SCOPE_KEY, create_mcp_server
+from ..mcp_server.routing import SESSION_PREFIX
 from .base import authorized_to_execute
 
 __all__ = ["MCPEndpoint", "MCPHandler"]
@@ -56,10 +57,14 @@ __all__ = ["MCPEndpoint", "MCPHandler"]
 OwnerOf = Callable[[Any], str]
 
 
+class _Backend(ContainerBackend, ConversationBackend, Protocol):
+    """The per-owner view of the service: execution and conversation containers."""
+
+
 class _Service(Protocol):
     """The part of ``ContainerService`` the endpoint uses."""
 
-    def for_user(self, owner: str) -> ContainerBackend:
+    def for_user(self, owner: str) -> _Backend:
         """The per-owner backend."""
         ...
 
@@ -82,6 +87,7 @@ class MCPEndpoint:
             return service.for_user(owner)
 
         self.owner_of: OwnerOf = owner_of
+        self.service = service
         self.mcp = create_mcp_server(resolve, sessions_required=True)
         # Builds the session manager; Jupyter checks hosts and origins itself.
         self.mcp.streamable_http_app(
@@ -92,6 +98,14 @@ class MCPEndpoint:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
+
+    async def session_ended(self, owner: str, session_id: str) -> None:
+        """The client ended its MCP session: the session's own container ends with it.
+
+        Conversation containers (calls that carried a conversation id) stay for the next
+        process of the conversation; they expire after ``implicit_expires_minutes``.
+        """
+        await self.service.for_user(owner).end_conversation(SESSION_PREFIX + session_id)
 
     @property
     def running(self) -> bool:
@@ -188,8 +202,11 @@ class MCPHandler(APIHandler):
     @web.authenticated
     @authorized
     async def delete(self) -> None:
-        """End the MCP session (its containers are not deleted)."""
+        """End the MCP session; the session's own implicit container expires with it."""
+        session_id = self.request.headers.get("mcp-session-id")
         await self._bridge()
+        if session_id and self.get_status() < 400:
+            await self._endpoint.session_ended(self._endpoint.owner_of(self), session_id)
 
     def _scope(self) -> dict[str, Any]:
         request = self.request
@@ -238,11 +255,54 @@ class MCPHandler(APIHandler):
             await self._gone.wait()
             return {"type": "http.disconnect"}
 
-        await self._endpoint.manager.handle_request(self._scope(), receive, self._send)
+        scope = self._scope()
+        answer = asyncio.ensure_future(
+            self._endpoint.manager.handle_request(scope, receive, self._send)
+        )
+        request_id = _call_id(body) if self.request.method == "POST" else None
+        if request_id is not None:
+            gone = asyncio.ensure_future(self._gone.wait())
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if not answer.done() and not self._finished:
+                await self._cancel_call(scope, request_id)
+        await answer
         if self._held_start is not None:
             await self._release()
         if not self._finished:
             self.finish(set_content_type=self._content_type)
+
+    async def _cancel_call(self, scope: dict[str, Any], request_id: Any) -> None:
+        """The client dropped a ``tools/call`` mid-run: cancel it as its own cancel would.
+
+        The SDK does not cancel a request whose HTTP connection closed; a
+        ``notifications/cancelled`` for it, sent into its session, interrupts the execution
+        (which then ends ``cancelled``), as a dropped REST stream does.
+        """
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "The client disconnected."},
+        }
+        body = json.dumps(note).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # pragma: no cover - a notification reads once
+            return {"type": "http.disconnect"}
+
+        async def discard(_message: MutableMapping[str, Any]) -> None:
+            return None
+
+        with contextlib.suppress(Exception):
+            await self._endpoint.manager.handle_request(
+                {**scope, "headers": headers}, receive, discard
+            )
 
     async def _send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -355,6 +415,17 @@ def _wants_no_stream(body: bytes) -> bool:
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     return not (isinstance(meta, dict) and meta.get("progressToken") is not None)
+
+
+def _call_id(body: bytes) -> Any:
+    """The JSON-RPC id of a ``tools/call`` request body, else ``None``."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and message.get("method") == "tools/call":
+        return message.get("id")
+    return None
 
 
 def _is_sse(message: MutableMapping[str, Any]) -> bool:
