@@ -8,6 +8,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
 bash .ci/install-browser.sh
+bash .ci/install-codex.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export CI=${CI:-1}  # the browser test fails (never skips) when chromium is missing
 echo "== ruff";          ruff check jupyter_exec_sessions tests benchmarks

@@ -145,7 +145,7 @@ class SessionContainers:
             self._locks.pop(old, None)
 
     async def _create(self, key: tuple[str | None, str], backend: ContainerBackend) -> str:
-        name = f"mcp-{key[1][:48]}"
+        name = f"mcp-{key[1][:200]}"
         container = await backend.create_container(CreateContainerRequest(name=name))
         self._remember(key, container.id)
         return container.id

@@ -194,7 +194,7 @@ class _Tools:
                 f"(the initialize handshake), send _meta['{META_SESSION_ID}'], or name a "
                 f"container in _meta['{META_CONTAINER_ID}'] or the X-Container-Id header."
             )
-        name = f"mcp-{key[:48]}"
+        name = f"mcp-{key[:200]}"
         container_id: str | None = None
         try:
             if isinstance(backend, ConversationBackend):
