@@ -31,6 +31,7 @@ call's routing is read from its own request.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import math
@@ -165,12 +166,18 @@ class _Tools:
         if not call.wants_progress:
             return await self._route(call, backend, request, None)
         send, receive = anyio.create_memory_object_stream[Output](math.inf)
+
+        def sink(output: Output, _index: int | None) -> None:
+            # The relay may be gone already (the client cancelled, or its session was
+            # deleted while the kernel still produced output): drop, never raise into the
+            # engine's output hook.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.send_nowait(output)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(_relay_progress, ctx, receive)
             with send:
-                return await self._route(
-                    call, backend, request, lambda output, _index: send.send_nowait(output)
-                )
+                return await self._route(call, backend, request, sink)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _route(
