@@ -93,6 +93,11 @@ class ExecSessionsApp(ExtensionApp):
         " owner's implicit containers to become idle (and evictable) when the owner is at"
         " the quota, before it is refused.",
     ).tag(config=True)
+    implicit_evict_idle_s = Float(
+        5.0,
+        help="Seconds an implicit container must have been idle before it may be evicted:"
+        " a client between two quick calls keeps its container, and new work waits instead.",
+    ).tag(config=True)
 
     service: ContainerService
 

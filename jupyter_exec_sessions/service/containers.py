@@ -276,27 +276,41 @@ class Containers:
             )
         return None
 
-    def _evict_one(self, owner: str) -> bool:
-        """Expire the owner's least recently used idle implicit container, if there is one."""
+    def _evict_one(self, owner: str) -> float | None:
+        """Expire the owner's least recently used idle implicit container.
+
+        Only a container idle for ``implicit_evict_idle_s`` qualifies. Returns 0 when one was
+        evicted, else the seconds until the next candidate qualifies (``None``: none will).
+        """
+        now = time.time()
+        soonest: float | None = None
         for row in self.store.idle_implicit_containers(owner):
             slot = self.kernels.slots.get(row.id)
             if slot is not None and (slot.busy or slot.waiting or slot.lock.locked()):
                 continue
+            idle_for = now - row.last_active_at
+            if idle_for < self.config.implicit_evict_idle_s:
+                wait = self.config.implicit_evict_idle_s - idle_for
+                soonest = wait if soonest is None else min(soonest, wait)
+                continue
             log.info("exec-sessions: evicting idle implicit container %s of %s", row.id, owner)
             self._expire(row, "evicted")
-            return True
-        return False
+            return 0.0
+        return soonest
 
     async def _make_room(self, owner: str, *, wait: bool) -> None:
         """Return when the owner may create a container; evict or (``wait``) wait for room."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (self.config.implicit_wait_s if wait else 0.0)
         while (refusal := self._at_quota(owner)) is not None:
-            if self._evict_one(owner):
+            next_candidate = self._evict_one(owner)
+            if next_candidate == 0.0:
                 continue
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise QuotaExceededError(refusal, retry_after=max(1.0, self.config.reaper_interval))
+            if next_candidate is not None:
+                remaining = min(remaining, next_candidate + 0.01)
             room = self._room
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(room.wait(), remaining)
