@@ -62,8 +62,8 @@ async def main(n: int) -> None:
 
                 async def check(client: Client) -> None:
                     result = await client.call_tool("execute_python_code", {"code": CODE})
-                    assert not result.is_error and result.structured_content, result
-                    assert result.structured_content["outputs"][-1]["data"]["text/plain"] == "2"
+                    assert not result.is_error, result
+                    assert result.content[0].text == "Out: 2", result  # type: ignore[union-attr]
 
                 async def raw_call() -> None:
                     assert await raw.run(CODE) == "2"

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from typing import Final, Literal, Protocol, Union, get_args
+from dataclasses import dataclass
+from typing import Final, Literal, Protocol, Union, get_args, runtime_checkable
 
 from .models import (
     Container,
@@ -35,11 +36,19 @@ __all__ = [
     "EVENT_TYPES",
     "MCP_PATH",
     "META_CONTAINER_ID",
+    "META_INCLUDE_EXECUTION",
     "META_SESSION_ID",
     "META_TURN_ID",
+    "RESULT_META_CONTAINER_ID",
+    "RESULT_META_EXECUTION",
+    "RESULT_META_EXECUTION_ID",
+    "RESULT_META_STATE_RESET",
+    "RESULT_META_STATUS",
     "SESSION_HEADER",
     "TURN_HEADER",
     "ContainerBackend",
+    "ConversationBackend",
+    "ConversationContainer",
     "EventType",
     "OutputSink",
     "new_id",
@@ -61,6 +70,22 @@ META_CONTAINER_ID: Final = "jupyter-exec-sessions/container_id"
 META_SESSION_ID: Final = "jupyter-exec-sessions/session_id"
 #: ``_meta`` key carrying the turn id recorded on the execution.
 META_TURN_ID: Final = "jupyter-exec-sessions/turn_id"
+#: ``_meta`` flag of a ``tools/call``: put the whole execution object in the result's ``_meta``
+#: (:data:`RESULT_META_EXECUTION`), for gateways that build their own output items.
+META_INCLUDE_EXECUTION: Final = "jupyter-exec-sessions/include_execution"
+
+# An MCP tool result is text and images for the model; its ``_meta`` (which clients do not
+# show a model) carries these facts for programs.
+#: The container the call ran in.
+RESULT_META_CONTAINER_ID: Final = "jupyter-exec-sessions/container_id"
+#: The execution's id (``exec_…``).
+RESULT_META_EXECUTION_ID: Final = "jupyter-exec-sessions/execution_id"
+#: How it ended: ``completed`` | ``failed`` | ``timed_out`` | ``cancelled``.
+RESULT_META_STATUS: Final = "jupyter-exec-sessions/status"
+#: Whether the interpreter state of earlier calls is gone (the text says so too).
+RESULT_META_STATE_RESET: Final = "jupyter-exec-sessions/state_reset"
+#: The whole execution object, only when the call set :data:`META_INCLUDE_EXECUTION`.
+RESULT_META_EXECUTION: Final = "jupyter-exec-sessions/execution"
 #: Codex's turn metadata in ``_meta`` (an object or a JSON string with session_id / turn_id).
 CODEX_TURN_META_KEY: Final = "x-codex-turn-metadata"
 #: HTTP header naming the container (MCP requests), lower-case as ASGI gives it.
@@ -118,4 +143,33 @@ class ContainerBackend(Protocol):
         Raises ``ContainerExpiredError``, ``ContainerNotFoundError``, ``QueueFullError`` and
         other ``ExecSessionsError`` for infrastructure problems; user-code errors are data.
         """
+        ...
+
+
+@dataclass(frozen=True)
+class ConversationContainer:
+    """The implicit container of a conversation key, and what it replaced (if anything)."""
+
+    container_id: str
+    #: the key's previous container, when this one was made because that one is gone
+    replaced: str | None = None
+    #: why the previous container is gone
+    reason: Literal["expired", "evicted", "deleted"] | None = None
+
+
+@runtime_checkable
+class ConversationBackend(Protocol):
+    """What a backend offers when it keeps conversation containers itself (the service).
+
+    Keys are ``conversation:<id>`` (the conversation id of the turn metadata) or
+    ``mcp-session:<id>``. Bindings are durable (the registry), so other processes of the
+    same conversation find the same container.
+    """
+
+    async def conversation_container(self, key: str, name: str) -> ConversationContainer:
+        """The key's running implicit container, made or remade on demand."""
+        ...
+
+    async def end_conversation(self, key: str) -> bool:
+        """Forget ``key`` and expire its implicit container now."""
         ...

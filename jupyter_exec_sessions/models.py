@@ -419,7 +419,14 @@ class ContainerResolvedData(_Wire):
 
 
 class ContainerExpiredData(_Wire):
-    """``container.expired``: the container passed its idle time; its kernel was shut down."""
+    """``container.expired``: the container's kernel was shut down; its files stay.
+
+    ``reason``: ``idle`` (it passed its idle time), ``evicted`` (an idle implicit container
+    made room at the owner's quota), ``session_closed`` (the MCP session it belonged to
+    ended).
+    """
+
+    reason: Literal["idle", "evicted", "session_closed"] = "idle"
 
 
 class ContainerDeletedData(_Wire):

@@ -10,6 +10,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install --quiet -e ".[test]"
 bash .ci/install-browser.sh
 bash .ci/install-sandbox.sh
+bash .ci/install-codex.sh
 export PATH="$PWD/.venv/bin:$PATH"
 export CI=${CI:-1}  # browser and sandbox tests fail (never skip) when chromium/bwrap are missing
 echo "== ruff";          ruff check jupyter_exec_sessions tests benchmarks

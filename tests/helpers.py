@@ -28,7 +28,7 @@ import uvicorn
 from mcp_types import CallToolResult, RequestParamsMeta, TextContent
 
 from jupyter_exec_sessions.client._transport import ServerSentEvent, SSEDecoder
-from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID
+from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, RESULT_META_CONTAINER_ID
 
 __all__ = [
     "ARTIFACTS",
@@ -318,9 +318,9 @@ def container_meta(container_id: str) -> RequestParamsMeta:
 
 
 def tool_container_id(result: CallToolResult) -> str:
-    """The container an MCP tool call ran in (its structured result's ``container_id``)."""
-    assert result.structured_content is not None, tool_text(result)
-    return str(result.structured_content["container_id"])
+    """The container an MCP tool call ran in (the result's ``_meta``)."""
+    assert result.meta is not None, tool_text(result)
+    return str(result.meta[RESULT_META_CONTAINER_ID])
 
 
 # --------------------------------------------------------------------------- server-sent events

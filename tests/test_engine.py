@@ -401,7 +401,9 @@ async def test_files_can_be_written_listed_read_and_deleted(session: KernelSessi
     stat = await session.write_file("data/nested/blob.bin", data)
     assert (stat.path, stat.bytes) == ("data/nested/blob.bin", len(data))
     await session.write_file(".hidden", b"")
-    listed = {f.path: f.bytes for f in await session.list_files()}
+    files, capped = await session.list_files()
+    listed = {f.path: f.bytes for f in files}
+    assert not capped
     assert listed["data/nested/blob.bin"] == len(data) and listed[".hidden"] == 0
     assert await session.read_file("data/nested/blob.bin") == data
     written_by_code = await py(
@@ -409,7 +411,8 @@ async def test_files_can_be_written_listed_read_and_deleted(session: KernelSessi
     )
     assert written_by_code.outputs == [ResultOutput(data={"text/plain": "True"})]
     await session.delete_file("data/nested/blob.bin")
-    assert "data/nested/blob.bin" not in {f.path for f in await session.list_files()}
+    remaining, _ = await session.list_files()
+    assert "data/nested/blob.bin" not in {f.path for f in remaining}
 
 
 async def test_missing_files_raise_not_found_naming_the_path(session: KernelSession) -> None:

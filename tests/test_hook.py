@@ -29,6 +29,7 @@ from jupyter_exec_sessions.hook import (
     SessionResolver,
     SessionSpec,
 )
+from jupyter_exec_sessions.mcp_server import META_INCLUDE_EXECUTION, RESULT_META_EXECUTION
 from jupyter_exec_sessions.models import Execution
 
 CI_AUTO = {"type": "code_interpreter", "container": {"type": "auto"}}
@@ -58,7 +59,8 @@ def list_ids(server: RunningServer) -> set[str]:
 
 def execution(result: Any) -> Execution:
     assert not result.is_error, result.content
-    return Execution.model_validate(result.structured_content)
+    assert result.meta is not None, result.content
+    return Execution.model_validate(result.meta[RESULT_META_EXECUTION])
 
 
 def stdout(result: Any) -> str:
@@ -149,7 +151,7 @@ async def test_a_deleted_container_is_replaced_and_its_state_is_gone(
     backend = ContainersAPIBackend(server.api_base, server.token)
     try:
         cid = make_container(server)
-        meta = {META_CONTAINER_ID: cid}
+        meta = {META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: cid}
         await pool.call_tool(mcp(server), "execute_python_code", {"code": "x = 1"}, meta=meta)
         delete_container(server, cid)
         ctx = RequestToolContext(SessionResolver(backend), [ci_call(cid)], tools=[CI_AUTO])
@@ -279,7 +281,7 @@ def test_fifty_concurrent_requests_share_one_pooled_mcp_connection_without_mixin
             config,
             "execute_python_code",
             {"code": "print('sync')"},
-            meta={META_CONTAINER_ID: containers[0]},
+            meta={META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: containers[0]},
         )
         assert stdout(blocking).strip() == "sync" and pool.connections_opened == 1
     finally:
@@ -358,7 +360,7 @@ async def test_a_connection_killed_mid_call_fails_that_call_and_the_next_call_re
         url=f"http://127.0.0.1:{proxy.port}/exec-sessions/mcp", token=server.token, call_timeout=60
     )
     cid = make_container(server)
-    meta = {META_CONTAINER_ID: cid}
+    meta = {META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: cid}
     await pool.call_tool(config, "execute_python_code", {"code": "y = 7"}, meta=meta)
     assert pool.connections_opened == 1
     started = asyncio.Event()
@@ -396,14 +398,14 @@ async def test_a_server_restart_is_absorbed_by_rebuilding_the_pooled_client(
     config = MCPServerConfig(
         url=f"http://127.0.0.1:{proxy.port}/exec-sessions/mcp", token=first.token, call_timeout=60
     )
-    before = {META_CONTAINER_ID: make_container(first)}
+    before = {META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: make_container(first)}
     await pool.call_tool(config, "execute_python_code", {"code": "z = 1"}, meta=before)
     first.stop()
     # Same address and token, but a server process that never saw this MCP session (as after
     # a restart): it answers "Session not found".
     proxy.upstream_port = server.port
     proxy.sever()
-    after = {META_CONTAINER_ID: make_container(server)}
+    after = {META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: make_container(server)}
     out = await asyncio.wait_for(
         pool.call_tool(config, "execute_python_code", {"code": "print('back')"}, meta=after), 60
     )
@@ -430,7 +432,7 @@ async def test_a_changed_configuration_gets_a_new_client_while_calls_on_the_old_
                 f"while not os.path.exists({str(marker)!r}) and time.time() - t < 30:\n"
                 "    time.sleep(0.01)\nprint('released')"
             },
-            meta={META_CONTAINER_ID: make_container(server)},
+            meta={META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: make_container(server)},
             on_progress=lambda *_: loop.call_soon(started.set),
         )
     )
@@ -439,7 +441,7 @@ async def test_a_changed_configuration_gets_a_new_client_while_calls_on_the_old_
         new,
         "execute_python_code",
         {"code": "print('new')"},
-        meta={META_CONTAINER_ID: make_container(server)},
+        meta={META_INCLUDE_EXECUTION: True, META_CONTAINER_ID: make_container(server)},
     )
     assert stdout(out).strip() == "new"
     assert pool.connections_opened == 2 and pool.live_connections() == 2

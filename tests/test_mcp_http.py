@@ -27,8 +27,11 @@ from jupyter_exec_sessions.client import AsyncClient
 from jupyter_exec_sessions.mcp_server import (
     CODEX_TURN_META_KEY,
     META_CONTAINER_ID,
+    META_INCLUDE_EXECUTION,
     META_SESSION_ID,
     META_TURN_ID,
+    RESULT_META_EXECUTION,
+    RESULT_META_STATUS,
 )
 from jupyter_exec_sessions.models import PythonExecutionRequest
 
@@ -56,6 +59,17 @@ def mcp(server: RunningServer, headers: dict[str, str] | None = None) -> Any:
 
 def api(server: RunningServer, token: str | None = None) -> AsyncClient:
     return AsyncClient(server.url, token or server.token)
+
+
+def execution_of(result: CallToolResult) -> dict[str, Any]:
+    """The execution object a call asked for with ``META_INCLUDE_EXECUTION``."""
+    assert result.meta is not None, tool_text(result)
+    return dict(result.meta[RESULT_META_EXECUTION])
+
+
+def status_of(result: CallToolResult) -> str:
+    assert result.meta is not None, tool_text(result)
+    return str(result.meta[RESULT_META_STATUS])
 
 
 def tiny_png() -> bytes:
@@ -194,7 +208,7 @@ async def test_turn_metadata_from_meta_codex_and_headers_is_counted_on_the_conta
 ) -> None:
     async with api(server) as rest:
         box = await rest.create_container(name="mcp-turns")
-    target = {META_CONTAINER_ID: box.id}
+    target = {META_CONTAINER_ID: box.id, META_INCLUDE_EXECUTION: True}
     async with mcp(server) as client:
         r1 = await client.call_tool(
             PY, {"code": "1"}, meta={**target, META_SESSION_ID: "conv-1", META_TURN_ID: "turn-1"}
@@ -211,13 +225,10 @@ async def test_turn_metadata_from_meta_codex_and_headers_is_counted_on_the_conta
         )
     headers = {"X-Container-Id": box.id, "X-Session-Id": "conv-3", "X-Turn-Id": "turn-4"}
     async with mcp(server, headers) as client:
-        r5 = await client.call_tool(PY, {"code": "5"})
-    assert r1.structured_content and r1.structured_content["metadata"] == {
-        "session_id": "conv-1",
-        "turn_id": "turn-1",
-    }
-    assert r3.structured_content and r3.structured_content["metadata"]["turn_id"] == "turn-3"
-    assert r5.structured_content and r5.structured_content["metadata"]["session_id"] == "conv-3"
+        r5 = await client.call_tool(PY, {"code": "5"}, meta={META_INCLUDE_EXECUTION: True})
+    assert execution_of(r1)["metadata"] == {"session_id": "conv-1", "turn_id": "turn-1"}
+    assert execution_of(r3)["metadata"]["turn_id"] == "turn-3"
+    assert execution_of(r5)["metadata"]["session_id"] == "conv-3"
     async with api(server) as rest:
         info = (await rest.retrieve_container(box.id)).exec_sessions
     assert info.executions == 5
@@ -266,7 +277,7 @@ async def test_user_code_errors_are_normal_results_with_a_readable_traceback(
     assert result.is_error is False
     assert "ZeroDivisionError" in body and "divide" in body and "return a / b" in body
     assert "\x1b[" not in body
-    assert result.structured_content and result.structured_content["status"] == "failed"
+    assert status_of(result) == "failed"
 
 
 async def test_images_are_returned_as_image_content(server: RunningServer) -> None:
@@ -301,19 +312,22 @@ async def test_long_output_is_truncated_with_a_note_and_timeouts_are_results(
     server: RunningServer,
 ) -> None:
     async with mcp(server) as client:
-        long = await client.call_tool(SH, {"commands": ["seq 1 20000"], "max_output_length": 2000})
+        long = await client.call_tool(
+            SH,
+            {"commands": ["seq 1 20000"], "max_output_length": 2000},
+            meta={META_INCLUDE_EXECUTION: True},
+        )
         slow = await client.call_tool(
             PY, {"code": "import time\ntime.sleep(30)", "timeout_seconds": 0.5}
         )
         alive = await client.call_tool(PY, {"code": "'still usable'"})
-    assert not long.is_error and long.structured_content
-    assert long.structured_content["truncated"] is True
+    assert not long.is_error and execution_of(long)["truncated"] is True
     assert "output truncated" in tool_text(long)
     assert "20000" in tool_text(long) and len(tool_text(long)) < 6000
-    full = long.structured_content["full_output_file"]
+    full = execution_of(long)["full_output_file"]
     assert full and full in tool_text(long)
     assert slow.is_error is False
-    assert slow.structured_content and slow.structured_content["status"] == "timed_out"
+    assert status_of(slow) == "timed_out"
     assert "timed out" in tool_text(slow)
     assert "'still usable'" in tool_text(alive)
 
@@ -371,9 +385,10 @@ def test_lone_answers_come_as_json_and_progress_calls_stream_as_sse(
             headers=headers,
         )
     assert plain.headers["content-type"].startswith("application/json")
-    assert plain.json()["result"]["structuredContent"]["outputs"][-1]["data"] == {
-        "text/plain": "42"
-    }
+    answer = plain.json()["result"]
+    assert "structuredContent" not in answer
+    assert answer["content"] == [{"type": "text", "text": "out\nOut: 42"}]
+    assert answer["_meta"][RESULT_META_STATUS] == "completed"
     assert streamed.headers["content-type"].startswith("text/event-stream")
     events = [
         json.loads(line[5:]) for line in streamed.text.splitlines() if line.startswith("data:")
@@ -416,8 +431,10 @@ def test_requests_without_the_right_token_are_refused(
     post = httpx.post(server.mcp_url, json=init, headers=headers, timeout=10)
     get = httpx.get(server.mcp_url, headers=headers, timeout=10)
     delete = httpx.delete(server.mcp_url, headers=headers, timeout=10)
-    assert {post.status_code, get.status_code, delete.status_code} <= {401, 403}
-    assert "jsonrpc" not in post.text
+    assert {post.status_code, get.status_code, delete.status_code} == {401}
+    assert "result" not in post.json() and post.json()["error"]["message"].startswith(
+        "Unauthorized"
+    )
 
 
 async def test_an_mcp_client_with_a_wrong_token_cannot_connect(server: RunningServer) -> None:

@@ -11,7 +11,7 @@ from helpers import RunningServer, tool_text
 from mcp import Client
 
 from jupyter_exec_sessions.client import AsyncClient
-from jupyter_exec_sessions.mcp_server import create_mcp_server
+from jupyter_exec_sessions.mcp_server import RESULT_META_CONTAINER_ID, create_mcp_server
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -30,8 +30,10 @@ async def test_in_process_tools_keep_state_in_the_default_session(
             )
     assert "12.57" in tool_text(area)
     assert "42" in tool_text(shell)
-    assert area.structured_content and shell.structured_content
-    assert area.structured_content["container_id"] == shell.structured_content["container_id"]
+    assert area.meta and shell.meta
+    key = RESULT_META_CONTAINER_ID
+    assert area.meta[key] == shell.meta[key] and str(area.meta[key]).startswith("cntr_")
+    assert area.structured_content is None and shell.structured_content is None
 
 
 async def test_a_server_that_requires_sessions_makes_auto_clients_use_the_handshake(

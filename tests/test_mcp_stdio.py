@@ -20,7 +20,11 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 
 from jupyter_exec_sessions.client import AsyncClient
-from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
+from jupyter_exec_sessions.mcp_server import (
+    META_CONTAINER_ID,
+    META_SESSION_ID,
+    META_TURN_ID,
+)
 from jupyter_exec_sessions.models import PythonExecutionRequest
 
 PY = "execute_python_code"

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Set, Unicode, default
+from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Set, Unicode
 
 from .._contract import API_PATH, MCP_PATH
 from ..service import ContainerService, ServiceConfig
 from . import handlers
 from .authorizer import install_authorizer
-from .sandboxing import build_confinement
 from .body import MAX_BODY_SETTING
 from .datadir import DataDirBusyError, claim_data_dir
+from .sandboxing import build_confinement
 
 __all__ = ["ExecSessionsApp"]
 
@@ -97,6 +96,23 @@ class ExecSessionsApp(ExtensionApp):
         3.0,
         help="Seconds a timed-out execution gets to stop after an interrupt before its kernel"
         " is restarted (state_reset).",
+    ).tag(config=True)
+    implicit_expires_minutes = Int(
+        10,
+        help="Minutes of inactivity after which an implicit container expires: one the MCP"
+        " endpoint made for a conversation or an MCP session (no container named). At the"
+        " owner's quota the least recently used idle implicit container is evicted instead.",
+    ).tag(config=True)
+    implicit_wait_s = Float(
+        60.0,
+        help="Seconds an MCP call that needs a new implicit container waits for one of the"
+        " owner's implicit containers to become idle (and evictable) when the owner is at"
+        " the quota, before it is refused.",
+    ).tag(config=True)
+    implicit_evict_idle_s = Float(
+        5.0,
+        help="Seconds an implicit container must have been idle before it may be evicted:"
+        " a client between two quick calls keeps its container, and new work waits instead.",
     ).tag(config=True)
 
     service: ContainerService

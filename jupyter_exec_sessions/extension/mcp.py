@@ -46,8 +46,9 @@ from mcp.server.transport_security import TransportSecuritySettings
 from tornado import web
 from tornado.iostream import StreamClosedError
 
-from .._contract import AUTH_RESOURCE, MCP_PATH, ContainerBackend
+from .._contract import AUTH_RESOURCE, MCP_PATH, ContainerBackend, ConversationBackend
 from ..mcp_server import OWNER_SCOPE_KEY, create_mcp_server
+from ..mcp_server.routing import SESSION_PREFIX
 from .base import authorized_to_execute
 from .body import GuardedBody
 from .jsoncheck import json_problem
@@ -58,10 +59,14 @@ __all__ = ["MCPEndpoint", "MCPHandler"]
 OwnerOf = Callable[[Any], str]
 
 
+class _Backend(ContainerBackend, ConversationBackend, Protocol):
+    """The per-owner view of the service: execution and conversation containers."""
+
+
 class _Service(Protocol):
     """The part of ``ContainerService`` the endpoint uses."""
 
-    def for_user(self, owner: str) -> ContainerBackend:
+    def for_user(self, owner: str) -> _Backend:
         """The per-owner backend."""
         ...
 
@@ -84,6 +89,7 @@ class MCPEndpoint:
             return service.for_user(owner)
 
         self.owner_of: OwnerOf = owner_of
+        self.service = service
         self.mcp = create_mcp_server(resolve, sessions_required=True)
         # Builds the session manager; Jupyter checks hosts and origins itself.
         self.mcp.streamable_http_app(
@@ -94,6 +100,14 @@ class MCPEndpoint:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
+
+    async def session_ended(self, owner: str, session_id: str) -> None:
+        """The client ended its MCP session: the session's own container ends with it.
+
+        Conversation containers (calls that carried a conversation id) stay for the next
+        process of the conversation; they expire after ``implicit_expires_minutes``.
+        """
+        await self.service.for_user(owner).end_conversation(SESSION_PREFIX + session_id)
 
     @property
     def running(self) -> bool:
@@ -150,7 +164,30 @@ class MCPHandler(GuardedBody, APIHandler):
 
     def get_login_url(self) -> str:
         """An API never redirects to a login page: unauthenticated is a 401."""
-        raise web.HTTPError(401, "Missing or invalid credentials.")
+        raise web.HTTPError(401, _unauthenticated_message(self.request.headers))
+
+    def check_xsrf_cookie(self) -> None:
+        """A request without valid credentials is a 401 (never jupyter's XSRF 403)."""
+        if hasattr(self, "_jupyter_current_user") and not self.current_user:
+            raise web.HTTPError(401, _unauthenticated_message(self.request.headers))
+        super().check_xsrf_cookie()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors before the MCP session manager answers, as a JSON-RPC error body.
+
+        A 401 also says ``WWW-Authenticate: Bearer`` (how to authenticate), so that MCP
+        clients report an authentication problem instead of a generic error.
+        """
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        if status_code == 401:
+            sent = "authorization" in self.request.headers
+            error = ', error="invalid_token"' if sent else ""
+            self.set_header("WWW-Authenticate", f'Bearer realm="jupyter-exec-sessions"{error}')
+        self.set_header("Content-Type", "application/json")
+        code = _JSONRPC_AUTH_ERROR if status_code in (401, 403) else _JSONRPC_SERVER_ERROR
+        body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
+        self.finish(json.dumps(body))
 
     def on_connection_close(self) -> None:
         """The client went away: ``receive()`` answers ``http.disconnect``."""
@@ -171,8 +208,11 @@ class MCPHandler(GuardedBody, APIHandler):
     @web.authenticated
     @authorized
     async def delete(self) -> None:
-        """End the MCP session (its containers are not deleted)."""
+        """End the MCP session; the session's own implicit container expires with it."""
+        session_id = self.request.headers.get("mcp-session-id")
         await self._bridge()
+        if session_id and self.get_status() < 400:
+            await self._endpoint.session_ended(self._endpoint.owner_of(self), session_id)
 
     def _scope(self) -> dict[str, Any]:
         request = self.request
@@ -227,11 +267,54 @@ class MCPHandler(GuardedBody, APIHandler):
             await self._gone.wait()
             return {"type": "http.disconnect"}
 
-        await self._endpoint.manager.handle_request(self._scope(), receive, self._send)
+        scope = self._scope()
+        answer = asyncio.ensure_future(
+            self._endpoint.manager.handle_request(scope, receive, self._send)
+        )
+        request_id = _call_id(body) if self.request.method == "POST" else None
+        if request_id is not None:
+            gone = asyncio.ensure_future(self._gone.wait())
+            await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+            gone.cancel()
+            if not answer.done() and not self._finished:
+                await self._cancel_call(scope, request_id)
+        await answer
         if self._held_start is not None:
             await self._release()
         if not self._finished:
             self.finish(set_content_type=self._content_type)
+
+    async def _cancel_call(self, scope: dict[str, Any], request_id: Any) -> None:
+        """The client dropped a ``tools/call`` mid-run: cancel it as its own cancel would.
+
+        The SDK does not cancel a request whose HTTP connection closed; a
+        ``notifications/cancelled`` for it, sent into its session, interrupts the execution
+        (which then ends ``cancelled``), as a dropped REST stream does.
+        """
+        note = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": request_id, "reason": "The client disconnected."},
+        }
+        body = json.dumps(note).encode()
+        headers = [(k, v) for k, v in scope["headers"] if k != b"content-length"]
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # pragma: no cover - a notification reads once
+            return {"type": "http.disconnect"}
+
+        async def discard(_message: MutableMapping[str, Any]) -> None:
+            return None
+
+        with contextlib.suppress(Exception):
+            await self._endpoint.manager.handle_request(
+                {**scope, "headers": headers}, receive, discard
+            )
 
     async def _send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -315,6 +398,22 @@ class MCPHandler(GuardedBody, APIHandler):
 
 
 _SSE_ONLY = frozenset({"cache-control", "x-accel-buffering"})
+#: JSON-RPC error codes of answers the endpoint gives itself (implementation-defined range).
+_JSONRPC_AUTH_ERROR = -32001
+_JSONRPC_SERVER_ERROR = -32000
+
+
+def _unauthenticated_message(headers: Any) -> str:
+    """What a client without valid credentials is told (no XSRF or cookie wording)."""
+    how = (
+        "Send the Jupyter server's token as 'Authorization: Bearer <token>' (for Codex: "
+        "bearer_token_env_var in config.toml)."
+    )
+    if "authorization" in headers:
+        return f"Unauthorized: this Jupyter server did not accept the bearer token. {how}"
+    return (
+        f"Unauthorized: no credentials were sent to the jupyter-exec-sessions MCP endpoint. {how}"
+    )
 
 
 def _body_problem(body: bytes) -> str | None:
@@ -340,6 +439,17 @@ def _wants_no_stream(body: bytes) -> bool:
     params = message.get("params")
     meta = params.get("_meta") if isinstance(params, dict) else None
     return not (isinstance(meta, dict) and meta.get("progressToken") is not None)
+
+
+def _call_id(body: bytes) -> Any:
+    """The JSON-RPC id of a ``tools/call`` request body, else ``None``."""
+    try:
+        message = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(message, dict) and message.get("method") == "tools/call":
+        return message.get("id")
+    return None
 
 
 def _is_sse(message: MutableMapping[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from mcp_types import CallToolResult, ImageContent, TextContent
 
-from .._contract import new_id
+from .._contract import RESULT_META_EXECUTION, new_id
 from ..errors import ExecSessionsError, InvalidRequestError
 from ..hook.pool import MCPClientPool, MCPServerConfig
 from ..hook.resolver import RequestToolContext, Resolution
@@ -92,9 +92,7 @@ def _texts(result: CallToolResult) -> str:
 
 
 def _execution(result: CallToolResult) -> Execution | None:
-    data = result.structured_content
-    if isinstance(data, dict) and "result" in data and "id" not in data:
-        data = data["result"]
+    data = (result.meta or {}).get(RESULT_META_EXECUTION)
     if not isinstance(data, dict) or result.is_error:
         return None
     return Execution.model_validate(data)

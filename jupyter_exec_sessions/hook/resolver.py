@@ -16,7 +16,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .._contract import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
+from .._contract import (
+    META_CONTAINER_ID,
+    META_INCLUDE_EXECUTION,
+    META_SESSION_ID,
+    META_TURN_ID,
+)
 from ..errors import ContainerExpiredError, ContainerNotFoundError, InvalidRequestError
 from .backend import (
     ContainerRef,
@@ -377,9 +382,13 @@ class RequestToolContext:
         return resolution
 
     async def meta(self, tool: Any) -> dict[str, Any]:
-        """The ``_meta`` for an MCP ``tools/call`` of ``tool``: container, session and turn ids."""
+        """The ``_meta`` for an MCP ``tools/call`` of ``tool``: container, session and turn ids.
+
+        It also asks for the whole execution object in the result's ``_meta``
+        (``jupyter-exec-sessions/execution``), from which a gateway builds its output items.
+        """
         resolution = await self.resolve(tool)
-        meta: dict[str, Any] = {META_CONTAINER_ID: resolution.id}
+        meta: dict[str, Any] = {META_CONTAINER_ID: resolution.id, META_INCLUDE_EXECUTION: True}
         if self.session_id is not None:
             meta[META_SESSION_ID] = self.session_id
         if self.turn_id is not None:

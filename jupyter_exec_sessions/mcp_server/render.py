@@ -1,6 +1,15 @@
-"""Tool results written for a model: text, images and the execution as structured content.
+"""Tool results written for a model: text content, images as image content, nothing else.
 
 Private to :mod:`jupyter_exec_sessions.mcp_server` (which re-exports ``render_execution``).
+
+Why there is no ``structuredContent``: some clients hand the model the structured content
+*instead of* the content blocks when both are present. Codex does (``codex-rs``
+``FunctionCallOutputPayload::from(&CallToolResult)``: a non-null ``structuredContent`` becomes
+the whole tool output as JSON text, and the content blocks, images included, are dropped).
+Without it, Codex gives the model our text and every image as an ``input_image``. Anything a
+model needs (status, notes, ``state_reset``, file paths) is in the text; what a program
+needs to route later calls (container id, execution id, status, ``state_reset``) is in the
+result's ``_meta`` under ``jupyter-exec-sessions/…`` keys, which clients do not show a model.
 """
 
 from __future__ import annotations
@@ -11,9 +20,21 @@ from typing import Any
 
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 
+from .._contract import (
+    RESULT_META_CONTAINER_ID,
+    RESULT_META_EXECUTION,
+    RESULT_META_EXECUTION_ID,
+    RESULT_META_STATE_RESET,
+    RESULT_META_STATUS,
+)
 from ..models import ErrorOutput, Execution, ImageOutput, LogsOutput, Output
 
 __all__ = ["output_text", "render_execution", "tool_error"]
+
+STATE_RESET_NOTE = (
+    "State reset: the interpreter restarted before or during this run, so variables "
+    "and imports from earlier calls are gone; files in the working directory remain."
+)
 
 
 def _bundle_text(data: Mapping[str, Any]) -> str:
@@ -81,14 +102,18 @@ def _shell_text(execution: Execution) -> list[str]:
     return parts
 
 
-def render_execution(execution: Execution, *, notes: list[str] | None = None) -> CallToolResult:
-    """The tool result for an execution: text for the model, images, structured content."""
-    notes = list(notes or ())
-    if execution.state_reset:
-        notes.append(
-            "State reset: the interpreter restarted before or during this run, so variables "
-            "and imports from earlier calls are gone; files in the working directory remain."
-        )
+def render_execution(
+    execution: Execution, *, reset_note: str | None = None, include_execution: bool = False
+) -> CallToolResult:
+    """The tool result for an execution: text for the model, then its images.
+
+    ``reset_note`` says why earlier state is gone (e.g. a new container replaced an expired
+    one); it comes first in the text. Without it, an execution whose kernel restarted gets
+    the generic state-reset note. The result's ``_meta`` carries the container id, execution
+    id, status and ``state_reset``, and with ``include_execution`` the whole execution object.
+    """
+    state_reset = execution.state_reset or reset_note is not None
+    notes = [reset_note or STATE_RESET_NOTE] if state_reset else []
     body = _shell_text(execution) if execution.type == "shell" else _python_text(execution)
     if execution.status == "timed_out":
         body.append("[execution timed out and was interrupted]")
@@ -112,9 +137,15 @@ def render_execution(execution: Execution, *, notes: list[str] | None = None) ->
         for o in execution.outputs
         if isinstance(o, ImageOutput)
     )
-    return CallToolResult(
-        content=content, structured_content=execution.model_dump(mode="json"), is_error=False
-    )
+    meta: dict[str, Any] = {
+        RESULT_META_CONTAINER_ID: execution.container_id,
+        RESULT_META_EXECUTION_ID: execution.id,
+        RESULT_META_STATUS: execution.status,
+        RESULT_META_STATE_RESET: state_reset,
+    }
+    if include_execution:
+        meta[RESULT_META_EXECUTION] = execution.model_dump(mode="json")
+    return CallToolResult(content=content, is_error=False, meta=meta)
 
 
 def tool_error(message: str) -> CallToolResult:

@@ -18,6 +18,7 @@ from .._contract import (
     CODEX_TURN_META_KEY,
     CONTAINER_HEADER,
     META_CONTAINER_ID,
+    META_INCLUDE_EXECUTION,
     META_SESSION_ID,
     META_TURN_ID,
     SESSION_HEADER,
@@ -28,11 +29,17 @@ from ..models import CreateContainerRequest, ExecutionMetadata
 
 __all__ = [
     "OWNER_SCOPE_KEY",
+    "CONVERSATION_PREFIX",
+    "SESSION_PREFIX",
     "CallRouting",
     "SessionContainers",
+    "conversation_key",
     "read_call",
 ]
 
+#: Conversation keys of implicit containers: a conversation id, else an MCP session id.
+CONVERSATION_PREFIX = "conversation:"
+SESSION_PREFIX = "mcp-session:"
 #: ASGI scope key under which the HTTP bridge puts the authenticated owner.
 OWNER_SCOPE_KEY = "jupyter_exec_sessions.owner"
 
@@ -47,6 +54,7 @@ class CallRouting:
     session_key: str | None
     metadata: ExecutionMetadata | None
     wants_progress: bool
+    include_execution: bool = False
 
 
 def _text(value: Any) -> str | None:
@@ -98,11 +106,25 @@ def read_call(ctx: Context[Any, Any], default_session: str | None) -> CallRoutin
         session_key=_text(headers.get("mcp-session-id")) or default_session,
         metadata=metadata,
         wants_progress=meta.get("progress_token") is not None,
+        include_execution=meta.get(META_INCLUDE_EXECUTION) is True,
     )
 
 
+def conversation_key(call: CallRouting) -> str | None:
+    """The key of the call's implicit container: its conversation, else its MCP session."""
+    if call.metadata is not None and call.metadata.session_id:
+        return CONVERSATION_PREFIX + call.metadata.session_id
+    if call.session_key is not None:
+        return SESSION_PREFIX + call.session_key
+    return None
+
+
 class SessionContainers:
-    """MCP session → its own container id; creation and replacement happen once per session."""
+    """Conversation key → container id, kept in this process (stdio server).
+
+    Used for backends without ``ConversationBackend``; each key's container is made and
+    replaced once even under concurrent calls.
+    """
 
     def __init__(self, max_sessions: int = 10_000) -> None:
         self._ids: OrderedDict[tuple[str | None, str], str] = OrderedDict()
@@ -123,7 +145,7 @@ class SessionContainers:
             self._locks.pop(old, None)
 
     async def _create(self, key: tuple[str | None, str], backend: ContainerBackend) -> str:
-        name = f"mcp-session-{key[1][:32]}"
+        name = f"mcp-{key[1][:200]}"
         container = await backend.create_container(CreateContainerRequest(name=name))
         self._remember(key, container.id)
         return container.id

@@ -11,17 +11,27 @@ Which container a call runs in, first match wins:
 
 1. ``_meta["jupyter-exec-sessions/container_id"]`` of the ``tools/call`` request;
 2. the ``X-Container-Id`` header of the HTTP request that carried it;
-3. the MCP session's own container, made on its first call and reused; if it expired or was
-   deleted a new one is made and the result says that the state was reset.
+3. the conversation's container, keyed by (owner, conversation id) where the conversation id
+   is the turn metadata's session id: so a resumed conversation (``codex exec resume``), a
+   reconnect or a second process of the same conversation finds its state again;
+4. the MCP session's own container (a call without any conversation id).
+
+Containers made by rules 3 and 4 are *implicit*: they expire after
+``implicit_expires_minutes`` idle, an MCP session's container ends with its session, and at
+the owner's quota the least recently used idle one is evicted. Coming back to a conversation
+whose container is gone makes a new one, and the result starts with a state-reset note.
+The in-server endpoint keeps the conversation → container bindings in the service (durable,
+``ConversationBackend``); the stdio server, whose backend is the HTTP client, keeps them in its
+process.
 
 Turn metadata (``session_id``/``turn_id``) comes from ``_meta`` (``jupyter-exec-sessions/…`` keys,
 then Codex's ``x-codex-turn-metadata``), then the ``X-Session-Id``/``X-Turn-Id`` headers. All of a
-call's routing is read from its own request; the only state shared between calls is the map
-from MCP session to its container.
+call's routing is read from its own request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import math
@@ -32,12 +42,8 @@ from typing import Annotated, Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.shared.exceptions import MCPError
-from mcp_types import (
-    METHOD_NOT_FOUND,
-    CallToolResult,
-    ToolAnnotations,
-)
+from mcp_types import CallToolResult, DiscoverResult, ToolAnnotations
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from .. import errors
@@ -48,6 +54,7 @@ from .._contract import (
     META_SESSION_ID,
     META_TURN_ID,
     ContainerBackend,
+    ConversationBackend,
 )
 from ..models import (
     ExecutionRequest,
@@ -57,9 +64,11 @@ from ..models import (
 )
 from .render import output_text, render_execution, tool_error
 from .routing import (
+    CONVERSATION_PREFIX,
     OWNER_SCOPE_KEY,
     CallRouting,
     SessionContainers,
+    conversation_key,
     read_call,
 )
 
@@ -157,12 +166,18 @@ class _Tools:
         if not call.wants_progress:
             return await self._route(call, backend, request, None)
         send, receive = anyio.create_memory_object_stream[Output](math.inf)
+
+        def sink(output: Output, _index: int | None) -> None:
+            # The relay may be gone already (the client cancelled, or its session was
+            # deleted while the kernel still produced output): drop, never raise into the
+            # engine's output hook.
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                send.send_nowait(output)
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(_relay_progress, ctx, receive)
             with send:
-                return await self._route(
-                    call, backend, request, lambda output, _index: send.send_nowait(output)
-                )
+                return await self._route(call, backend, request, sink)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _route(
@@ -177,34 +192,65 @@ class _Tools:
                 execution = await backend.execute(call.container_id, request, sink)
             except errors.ExecSessionsError as exc:
                 return tool_error(_explain(exc, call, call.container_id))
-            return render_execution(execution)
-        if call.session_key is None:
+            return render_execution(execution, include_execution=call.include_execution)
+        key = conversation_key(call)
+        if key is None:
             return tool_error(
-                "This request belongs to no MCP session (a stateless request), so there is no "
-                "session container to run in. Connect with a session (the initialize "
-                f"handshake), or name a container in _meta['{META_CONTAINER_ID}'] or the "
-                "X-Container-Id header."
+                "This request belongs to no MCP session (a stateless request) and carries no "
+                "conversation id, so there is no container to run in. Connect with a session "
+                f"(the initialize handshake), send _meta['{META_SESSION_ID}'], or name a "
+                f"container in _meta['{META_CONTAINER_ID}'] or the X-Container-Id header."
             )
-        key = (call.owner, call.session_key)
+        name = f"mcp-{key[:200]}"
         container_id: str | None = None
         try:
-            container_id = await self._sessions.get(key, backend)
+            if isinstance(backend, ConversationBackend):
+                bound = await backend.conversation_container(key, name)
+                container_id = bound.container_id
+                try:
+                    execution = await backend.execute(container_id, request, sink)
+                except (errors.ContainerExpiredError, errors.ContainerNotFoundError):
+                    # evicted or deleted between lookup and run: the next lookup replaces it
+                    bound = await backend.conversation_container(key, name)
+                    container_id = bound.container_id
+                    execution = await backend.execute(container_id, request, sink)
+                note = _reset_note(key, bound.replaced, bound.reason, container_id)
+                return render_execution(
+                    execution, reset_note=note, include_execution=call.include_execution
+                )
+            session = (call.owner, key)
+            container_id = await self._sessions.get(session, backend)
             try:
                 execution = await backend.execute(container_id, request, sink)
             except (errors.ContainerExpiredError, errors.ContainerNotFoundError) as gone:
                 stale = container_id
-                container_id = await self._sessions.replace(key, stale, backend)
+                container_id = await self._sessions.replace(session, stale, backend)
                 execution = await backend.execute(container_id, request, sink)
-                why = "expired" if isinstance(gone, errors.ContainerExpiredError) else "was deleted"
-                note = (
-                    f"State reset: this session's previous container {stale} {why}, so a new "
-                    f"container ({container_id}) was started. Variables, imports and files from "
-                    "earlier calls are gone; recreate what you need."
+                why = "expired" if isinstance(gone, errors.ContainerExpiredError) else "deleted"
+                note = _reset_note(key, stale, why, container_id)
+                return render_execution(
+                    execution, reset_note=note, include_execution=call.include_execution
                 )
-                return render_execution(execution, notes=[note])
         except errors.ExecSessionsError as exc:
             return tool_error(_explain(exc, call, container_id))
-        return render_execution(execution)
+        return render_execution(execution, include_execution=call.include_execution)
+
+
+def _reset_note(key: str, stale: str | None, why: str | None, new: str) -> str | None:
+    """The state-reset note for a result that ran in a replacement container."""
+    if stale is None:
+        return None
+    whose = "conversation" if key.startswith(CONVERSATION_PREFIX) else "MCP session"
+    because = {
+        "expired": "expired after being idle",
+        "evicted": "was evicted (idle, to make room for newer work at the container quota)",
+        "deleted": "was deleted",
+    }.get(why or "", "is gone")
+    return (
+        f"State reset: this {whose}'s previous container ({stale}) {because}, so this ran in "
+        f"a new container ({new}). Variables, imports and files from earlier calls are gone; "
+        "recreate what you need."
+    )
 
 
 async def _relay_progress(
@@ -234,9 +280,9 @@ def create_mcp_server(
     """Build the MCP server with exactly the two execution tools.
 
     ``default_session`` is the session key for calls whose transport has no MCP session id
-    (stdio: the process is the session). ``sessions_required`` refuses ``server/discover`` so
-    that ``mode="auto"`` clients fall back to the stateful handshake, which the per-session
-    container needs (used by the streamable-HTTP endpoint).
+    (stdio: the process is the session). ``sessions_required`` answers ``server/discover``
+    with the handshake-era protocol versions only, so that ``mode="auto"`` clients use the
+    stateful handshake, which the per-session container needs (the streamable-HTTP endpoint).
     """
     server: MCPServer[Any] = _quiet_mcp_server(name, _version())
     tools = _Tools(resolve_backend, default_session)
@@ -286,8 +332,8 @@ def create_mcp_server(
             ),
         )
 
-    # No outputSchema: structuredContent is the execution object (models.Execution), but
-    # declaring it makes the SDK validate every result on both sides (~0.4 ms per call).
+    # No outputSchema and no structuredContent: results are text and images written for a
+    # model (see render.py for why); ids and status travel in the result's _meta.
     hints = ToolAnnotations(destructive_hint=True, idempotent_hint=False, open_world_hint=True)
     server.add_tool(
         execute_python_code,
@@ -302,15 +348,26 @@ def create_mcp_server(
         annotations=hints,
     )
     if sessions_required:
-        server.middleware.append(_refuse_discover)
+        server.middleware.append(_handshake_versions_only)
     return server
 
 
-async def _refuse_discover(ctx: Any, call_next: Any) -> Any:
-    """Make ``mode="auto"`` clients use the stateful handshake (per-session containers)."""
-    if ctx.method == "server/discover":
-        raise MCPError(code=METHOD_NOT_FOUND, message="Method not found", data=ctx.method)
-    return await call_next(ctx)
+async def _handshake_versions_only(ctx: Any, call_next: Any) -> Any:
+    """Answer ``server/discover`` advertising only the handshake-era protocol versions.
+
+    That is the protocol's way for a server to say it needs the ``initialize`` handshake
+    (sessions): ``mode="auto"`` clients fall back to it, and the probe is an ordinary 200
+    answer instead of a refused request in the server log.
+    """
+    result = await call_next(ctx)
+    if ctx.method != "server/discover":
+        return result
+    versions = list(HANDSHAKE_PROTOCOL_VERSIONS)
+    if isinstance(result, DiscoverResult):
+        return result.model_copy(update={"supported_versions": versions})
+    if isinstance(result, dict):
+        return {**result, "supportedVersions": versions}
+    return result
 
 
 def _version() -> str:

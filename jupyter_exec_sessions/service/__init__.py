@@ -6,7 +6,8 @@ concept and are built from the ones below them::
 
     store (SQLite registry) ── events (EventBus)
     manager (KernelManagerAdapter) ── kernels (ContainerKernels: pool, slots, live kernels)
-    containers (Containers: lifecycle, lookup, expiry)
+    containers (Containers: lifecycle, lookup, expiry, eviction of idle implicit ones)
+    conversations (Conversations: conversation key → implicit container, durable)
     files (Files)            executions (Executions)
     stored_files (StoredFiles: the Files API, copied into containers through files)
 
@@ -16,13 +17,14 @@ concept and are built from the ones below them::
 
 from __future__ import annotations
 
-from .._contract import OutputSink
+from .._contract import ConversationContainer, OutputSink
 from ..engine.session import KernelManagerLike
 from ..models import Container, CreateContainerRequest, Execution, ExecutionRequest
 from .background import BackgroundTasks
 from .config import ServiceConfig
 from .confinement import Confinement, NoConfinement
 from .containers import Containers
+from .conversations import Conversations
 from .events import EventBus
 from .executions import Executions
 from .files import Files
@@ -59,6 +61,7 @@ class ContainerService:
         self.containers = Containers(config, self.store, self.events, self.kernels, self.background)
         self.files = Files(config, self.store, self.containers, self.kernels)
         self.executions = Executions(config, self.store, self.events, self.containers, self.kernels)
+        self.conversations = Conversations(config, self.store, self.containers)
         self.stored_files = StoredFiles(
             config, self.store, self.containers, self.kernels, self.files
         )
@@ -97,7 +100,7 @@ class ContainerService:
 
 
 class UserContainers:
-    """One user's view of the service; satisfies ``ContainerBackend``."""
+    """One user's view of the service (``ContainerBackend`` and ``ConversationBackend``)."""
 
     def __init__(self, service: ContainerService, owner: str) -> None:
         self.service = service
@@ -119,3 +122,11 @@ class UserContainers:
     ) -> Execution:
         """Run an execution in one of this user's containers."""
         return await self.service.executions.execute(self.owner, container_id, request, on_output)
+
+    async def conversation_container(self, key: str, name: str) -> ConversationContainer:
+        """The running implicit container of this user's conversation ``key``."""
+        return await self.service.conversations.container_for(self.owner, key, name)
+
+    async def end_conversation(self, key: str) -> bool:
+        """Forget this user's conversation ``key`` and expire its implicit container."""
+        return self.service.conversations.end(self.owner, key)

@@ -36,6 +36,9 @@ class ServiceConfig:
     minute_seconds: float
     reaper_interval: float
     interrupt_grace_s: float
+    implicit_expires_minutes: int = 10
+    implicit_wait_s: float = 60.0
+    implicit_evict_idle_s: float = 5.0
 
     @classmethod
     def from_traits(cls, source: Any) -> ServiceConfig:

@@ -8,9 +8,11 @@ such even between two reaper sweeps.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import posixpath
 import time
+from typing import Literal
 
 from ..errors import (
     ContainerExpiredError,
@@ -60,6 +62,7 @@ class Containers:
         self.background = background
         self._creating: dict[str, int] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._room = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -121,8 +124,16 @@ class Containers:
         return row, self.kernels.slots.setdefault(row.id, Slot())
 
     # ------------------------------------------------------------------ API
-    async def create(self, owner: str, request: CreateContainerRequest) -> Container:
-        """Create a container from the warm pool (or a cold kernel when the pool is empty)."""
+    async def create(
+        self, owner: str, request: CreateContainerRequest, *, implicit: bool = False
+    ) -> Container:
+        """Create a container from the warm pool (or a cold kernel when the pool is empty).
+
+        At a quota, the owner's least recently used idle *implicit* container is evicted to
+        make room (never an explicit one). An ``implicit`` container (made by MCP routing
+        for a conversation or an MCP session) that still finds no room waits up to
+        ``implicit_wait_s`` for one of the owner's implicit containers to become idle.
+        """
         if request.file_ids:  # copied in by ContainerService.create_container
             raise InvalidRequestError(
                 "file_ids are copied by ContainerService.create_container.", param="file_ids"
@@ -133,20 +144,8 @@ class Containers:
             request.memory_limit, check_network_policy(request.network_policy)
         )
         cfg = self.config
+        await self._make_room(owner, wait=implicit)
         pending = self._creating.get(owner, 0)
-        if self.store.count_containers(owner) + pending >= cfg.max_containers_per_user:
-            raise QuotaExceededError(
-                f"Container limit reached: at most {cfg.max_containers_per_user} running"
-                " containers per user (max_containers_per_user). Delete a container or wait"
-                " for one to expire.",
-                retry_after=max(1.0, cfg.reaper_interval),
-            )
-        if self.store.count_containers() + sum(self._creating.values()) >= cfg.max_containers:
-            raise QuotaExceededError(
-                f"Container limit reached: at most {cfg.max_containers} running containers"
-                " on this server (max_containers).",
-                retry_after=max(1.0, cfg.reaper_interval),
-            )
         t0 = time.perf_counter()
         minutes = (
             request.expires_after or ExpiresAfter(minutes=cfg.default_expires_minutes)
@@ -171,6 +170,7 @@ class Containers:
             kernel_id=live.kernel_id,
             now=time.time(),
             network=network,
+            implicit=implicit,
         )
         self.kernels.slots[container_id] = Slot(live=live)
         self.events.emit(
@@ -220,6 +220,7 @@ class Containers:
         self.store.delete_container(container_id)
         self.events.emit(ContainerDeletedData(), owner=owner, container_id=container_id)
         self.background.spawn(self.kernels.teardown(slot, row.workdir, remove=True))
+        self.notify_room()
         return ContainerDeleted(id=container_id)
 
     def record_resolution(
@@ -239,11 +240,87 @@ class Containers:
             return False
         return row.last_active_at + row.expires_minutes * self.config.minute_seconds < now
 
-    def _expire(self, row: ContainerRow) -> None:
-        self.store.set_status(row.id, "expired")
+    def _expire(
+        self, row: ContainerRow, reason: Literal["idle", "evicted", "session_closed"] = "idle"
+    ) -> None:
+        # "evicted" is kept as the stored status so that a conversation coming back can be
+        # told why its container is gone; on the wire every non-running container is expired.
+        self.store.set_status(row.id, "evicted" if reason == "evicted" else "expired")
         slot = self.kernels.slots.pop(row.id, None)
-        self.events.emit(ContainerExpiredData(), owner=row.owner, container_id=row.id)
+        self.events.emit(ContainerExpiredData(reason=reason), owner=row.owner, container_id=row.id)
         self.background.spawn(self.kernels.teardown(slot, row.workdir, remove=False))
+        self.notify_room()
+
+    def expire_now(
+        self, owner: str, container_id: str, reason: Literal["idle", "session_closed"]
+    ) -> bool:
+        """Expire the owner's running container now (e.g. its MCP session ended)."""
+        row = self.store.get_container(container_id)
+        if row is None or row.owner != owner or row.status != "running":
+            return False
+        self._expire(row, reason)
+        return True
+
+    # ------------------------------------------------------------------ quota and eviction
+    def notify_room(self) -> None:
+        """Wake creators waiting for room: a container went idle, expired or was deleted."""
+        self._room.set()
+        self._room = asyncio.Event()
+
+    def _at_quota(self, owner: str) -> str | None:
+        cfg = self.config
+        pending = self._creating.get(owner, 0)
+        if self.store.count_containers(owner) + pending >= cfg.max_containers_per_user:
+            return (
+                f"Container limit reached: at most {cfg.max_containers_per_user} running"
+                " containers per user (max_containers_per_user). Delete a container or wait"
+                " for one to expire."
+            )
+        if self.store.count_containers() + sum(self._creating.values()) >= cfg.max_containers:
+            return (
+                f"Container limit reached: at most {cfg.max_containers} running containers"
+                " on this server (max_containers)."
+            )
+        return None
+
+    def _evict_one(self, owner: str) -> float | None:
+        """Expire the owner's least recently used idle implicit container.
+
+        Only a container idle for ``implicit_evict_idle_s`` qualifies. Returns 0 when one was
+        evicted, else the seconds until the next candidate qualifies (``None``: none will).
+        """
+        now = time.time()
+        soonest: float | None = None
+        for row in self.store.idle_implicit_containers(owner):
+            slot = self.kernels.slots.get(row.id)
+            if slot is not None and (slot.busy or slot.waiting or slot.lock.locked()):
+                continue
+            idle_for = now - row.last_active_at
+            if idle_for < self.config.implicit_evict_idle_s:
+                wait = self.config.implicit_evict_idle_s - idle_for
+                soonest = wait if soonest is None else min(soonest, wait)
+                continue
+            log.info("exec-sessions: evicting idle implicit container %s of %s", row.id, owner)
+            self._expire(row, "evicted")
+            return 0.0
+        return soonest
+
+    async def _make_room(self, owner: str, *, wait: bool) -> None:
+        """Return when the owner may create a container; evict or (``wait``) wait for room."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.implicit_wait_s if wait else 0.0)
+        while (refusal := self._at_quota(owner)) is not None:
+            next_candidate = self._evict_one(owner)
+            if next_candidate == 0.0:
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise QuotaExceededError(refusal, retry_after=max(1.0, self.config.reaper_interval))
+            if next_candidate is not None:
+                remaining = min(remaining, next_candidate + 0.01)
+            room = self._room
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(room.wait(), remaining)
 
     async def _reap_loop(self) -> None:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -111,12 +112,15 @@ class Executions:
             await slot.lock.acquire()
         finally:
             slot.waiting -= 1
+        started = completed = False
+        t0 = time.perf_counter()
         try:
             if slot.gone:
                 execution.status = "cancelled"
                 return execution
             live = await self.kernels.ensure_live(row, slot)
             execution.state_reset = self.store.take_state_lost(row.id)
+            started = True
             self.events.emit(
                 ExecutionStartedData(
                     execution_id=execution.id,
@@ -169,27 +173,48 @@ class Executions:
                     await self.kernels.replace(row, slot, reason)
                     if reason == "timeout":
                         execution.state_reset = self.store.take_state_lost(row.id) or True
-            with self.store.transaction():  # one commit for the counters and the event
-                if not slot.gone:
-                    self.store.record_execution(
-                        row.id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
-                    )
-                self.events.emit(
-                    ExecutionCompletedData(
-                        execution_id=execution.id,
-                        type=request.type,
-                        status=execution.status,
-                        duration_ms=execution.duration_ms,
-                        session_id=meta.session_id,
-                        turn_id=meta.turn_id,
-                        state_reset=execution.state_reset,
-                    ),
-                    owner=owner,
-                    container_id=container_id,
-                )
+            completed = True
+            self._completed(owner, row.id, slot.gone, execution, meta)
             return execution
         finally:
+            if started and not completed:
+                # The caller went away (a dropped MCP request or REST stream) or the run
+                # failed: the execution still ends, once, and is counted.
+                fault = sys.exc_info()[1]
+                cancelled = fault is None or isinstance(fault, asyncio.CancelledError)
+                execution.status = "cancelled" if cancelled else "failed"
+                execution.duration_ms = round((time.perf_counter() - t0) * 1000, 3)
+                self._completed(owner, row.id, slot.gone, execution, meta)
             slot.lock.release()
+            self.containers.notify_room()
+
+    def _completed(
+        self,
+        owner: str,
+        container_id: str,
+        gone: bool,
+        execution: Execution,
+        meta: ExecutionMetadata,
+    ) -> None:
+        """Count the execution and publish its one ``execution.completed`` event."""
+        with self.store.transaction():  # one commit for the counters and the event
+            if not gone:
+                self.store.record_execution(
+                    container_id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
+                )
+            self.events.emit(
+                ExecutionCompletedData(
+                    execution_id=execution.id,
+                    type=execution.type,
+                    status=execution.status,
+                    duration_ms=execution.duration_ms,
+                    session_id=meta.session_id,
+                    turn_id=meta.turn_id,
+                    state_reset=execution.state_reset,
+                ),
+                owner=owner,
+                container_id=container_id,
+            )
 
     @staticmethod
     def _apply(execution: Execution, result: RunResult) -> None:

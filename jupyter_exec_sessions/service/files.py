@@ -8,7 +8,6 @@ sources and creation times; a listing first syncs it with the directory as it re
 from __future__ import annotations
 
 import contextlib
-import posixpath
 import time
 
 from .._contract import CONTAINER_ROOT, new_id
@@ -25,8 +24,6 @@ from .store import ContainerRow, FileRow, Store
 
 __all__ = ["CONTAINER_ROOT", "Files"]
 
-#: Where a container's directory is, as file objects name it (and the sandbox mounts it).
-CONTAINER_ROOT = "/mnt/data"
 
 
 class Files:

@@ -43,6 +43,13 @@ CREATE TABLE IF NOT EXISTS tags (
     value TEXT NOT NULL,
     PRIMARY KEY (container_id, kind, value)
 );
+CREATE TABLE IF NOT EXISTS conversations (
+    owner TEXT NOT NULL,
+    key TEXT NOT NULL,
+    container_id TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (owner, key)
+);
 CREATE TABLE IF NOT EXISTS files (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
@@ -93,6 +100,7 @@ class ContainerRow:
     state_resets: int
     state_lost: bool
     network: dict[str, Any] | None = None  # the validated network_policy, if any
+    implicit: bool = False
 
 
 @dataclass
@@ -146,9 +154,13 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(containers)")}
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(containers)")}
         if "network_policy" not in columns:  # a registry written before network policies
             self._db.execute("ALTER TABLE containers ADD COLUMN network_policy TEXT")
+        if "implicit" not in columns:  # registries written before implicit containers
+            self._db.execute(
+                "ALTER TABLE containers ADD COLUMN implicit INTEGER NOT NULL DEFAULT 0"
+            )
         self._events_since_prune = 0
 
     @contextlib.contextmanager
@@ -182,20 +194,60 @@ class Store:
         kernel_id: str | None,
         now: float,
         network: dict[str, Any] | None = None,
+        implicit: bool = False,
     ) -> ContainerRow:
-        """Insert a new running container."""
+        """Insert a new running container (``implicit``: made by MCP routing, evictable)."""
         self._db.execute(
             "INSERT INTO containers (id, owner, name, created_at, last_active_at,"
-            " expires_minutes, memory_limit, workdir, kernel_id, network_policy)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            " expires_minutes, memory_limit, workdir, kernel_id, network_policy, implicit)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (
-                id, owner, name, int(now), now, expires_minutes, memory_limit, workdir,
-                kernel_id, json.dumps(network) if network is not None else None,
+                id,
+                owner,
+                name,
+                int(now),
+                now,
+                expires_minutes,
+                memory_limit,
+                workdir,
+                kernel_id,
+                json.dumps(network) if network is not None else None,
+                int(implicit),
             ),
-        )  # fmt: skip
+        )
         row = self.get_container(id)
         assert row is not None
         return row
+
+    def idle_implicit_containers(self, owner: str) -> list[ContainerRow]:
+        """The owner's running implicit containers, least recently used first."""
+        rows = self._db.execute(
+            "SELECT * FROM containers WHERE owner = ? AND status = 'running' AND implicit = 1"
+            " ORDER BY last_active_at",
+            (owner,),
+        ).fetchall()
+        return [_container(r) for r in rows]
+
+    # ------------------------------------------------------------------ conversations
+    def conversation_container(self, owner: str, key: str) -> str | None:
+        """The container id last bound to the owner's conversation ``key``, if any."""
+        r = self._db.execute(
+            "SELECT container_id FROM conversations WHERE owner = ? AND key = ?", (owner, key)
+        ).fetchone()
+        return str(r["container_id"]) if r else None
+
+    def bind_conversation(self, owner: str, key: str, container_id: str, now: float) -> None:
+        """Bind the owner's conversation ``key`` to a container (replacing an older binding)."""
+        self._db.execute(
+            "INSERT INTO conversations (owner, key, container_id, updated_at) VALUES (?,?,?,?)"
+            " ON CONFLICT (owner, key) DO UPDATE SET container_id = excluded.container_id,"
+            " updated_at = excluded.updated_at",
+            (owner, key, container_id, now),
+        )
+
+    def unbind_conversation(self, owner: str, key: str) -> None:
+        """Forget the owner's conversation ``key``."""
+        self._db.execute("DELETE FROM conversations WHERE owner = ? AND key = ?", (owner, key))
 
     def get_container(self, id: str) -> ContainerRow | None:
         """Return the container row or ``None``."""
@@ -488,6 +540,7 @@ def _container(r: sqlite3.Row) -> ContainerRow:
         state_resets=r["state_resets"],
         state_lost=bool(r["state_lost"]),
         network=json.loads(r["network_policy"]) if r["network_policy"] else None,
+        implicit=bool(r["implicit"]),
     )
 
 
