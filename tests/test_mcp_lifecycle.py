@@ -97,9 +97,14 @@ async def test_at_the_quota_the_least_recently_used_idle_implicit_container_is_e
         # the quota (3) is reached: conversation c evicts a, the least recently used
         c = await client.call_tool(PY, {"code": "'C'"}, meta={META_SESSION_ID: "evict-c"})
         back = await client.call_tool(PY, {"code": "a"}, meta={META_SESSION_ID: "evict-a"})
-    assert not (a.is_error or b.is_error or c.is_error or back.is_error), tool_text(c) + tool_text(back)
+    failed = [r for r in (a, b, c, back) if r.is_error]
+    assert not failed, [tool_text(r) for r in failed]
     assert tool_container_id(back) != tool_container_id(a)
-    assert "State reset" in tool_text(back) and "evicted" in tool_text(back) and "NameError" in tool_text(back)
+    assert (
+        "State reset" in tool_text(back)
+        and "evicted" in tool_text(back)
+        and "NameError" in tool_text(back)
+    )
     events = events_of(
         small,
         lambda evs: (

@@ -25,7 +25,6 @@ from .store import ContainerRow, FileRow, Store
 __all__ = ["CONTAINER_ROOT", "Files"]
 
 
-
 class Files:
     """The files API of the service."""
 
