@@ -64,6 +64,7 @@ def stream_events(
     return events
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
     cid = new_container(server)
     first = run(server, cid, code="x = 41")
@@ -76,10 +77,11 @@ def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
     assert second["duration_ms"] > 0
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_code_runs_in_the_container_directory(server: RunningServer) -> None:
     cid = new_container(server)
     out = run(server, cid, code="import os; print(os.getcwd())")
-    assert text_of(out).strip() == str(server.data_dir / "containers" / cid)
+    assert text_of(out).strip() == str(server.containers_root / cid)
 
 
 def test_outputs_cover_streams_results_displays_and_images(server: RunningServer) -> None:
@@ -130,6 +132,7 @@ def test_input_fails_fast_with_a_clear_message(server: RunningServer) -> None:
     assert "input" in out["outputs"][-1]["value"].lower()
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
     server: RunningServer,
 ) -> None:
@@ -162,6 +165,7 @@ def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
     assert run(server, cid, code="import os; os.environ.get('GREETING')")["status"] == "completed"
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
     server: RunningServer,
 ) -> None:
@@ -174,6 +178,7 @@ def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
     assert out["shell_output"][1]["stdout"] == "after 1\n"
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> None:
     cid = new_container(server)
     run(server, cid, code="kept = 'yes'")
@@ -187,6 +192,7 @@ def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> N
     assert result_of(run(server, cid, code="kept")) == "'yes'"
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
     start_server,  # type: ignore[no-untyped-def]
 ) -> None:
@@ -206,6 +212,7 @@ def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
     assert info["exec_sessions"]["state_resets"] == 1
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
     server: RunningServer,
 ) -> None:
@@ -224,6 +231,7 @@ def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
     assert result_of(run(server, other, code="safe")) == "1"  # the bystander is untouched
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     server: RunningServer,
 ) -> None:
@@ -238,7 +246,7 @@ def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     assert text.startswith("0000000x") and "0004095x" in text
     assert "truncated" in text
     path = out["full_output_file"]
-    assert path.startswith(str(server.data_dir / "containers" / cid))
+    assert path.startswith(str(server.containers_root / cid))
     files = httpx.get(f"{server.api_base}/containers/{cid}/files", headers=server.headers).json()
     match = [f for f in files["data"] if f["path"] == path]
     assert match and match[0]["source"] == "assistant"
@@ -349,6 +357,7 @@ def test_bad_execution_bodies_are_400s(
     assert r.json()["error"]["param"] == param
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_streamed_execution_events_arrive_in_order_with_seq(server: RunningServer) -> None:
     cid = new_container(server)
     code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.05)\n'done'"
@@ -376,6 +385,7 @@ def test_a_streaming_client_that_disconnects_interrupts_its_execution(
     assert time.monotonic() - t0 < 15
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_deleting_a_container_cancels_running_and_queued_executions(server: RunningServer) -> None:
     cid = new_container(server)
     results: list[dict[str, Any]] = []
@@ -405,6 +415,7 @@ def test_deleting_a_container_cancels_running_and_queued_executions(server: Runn
     assert sorted(r["status"] for r in results) == ["cancelled", "cancelled"]
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_interrupt_stops_the_running_code_and_keeps_state(server: RunningServer) -> None:
     cid = new_container(server)
     run(server, cid, code="kept = 5")

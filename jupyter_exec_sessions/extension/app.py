@@ -18,6 +18,7 @@ from traitlets import Float, Int, Unicode, default
 from .._contract import API_PATH, MCP_PATH
 from ..service import ContainerService, ServiceConfig
 from . import handlers
+from .remote_kernels import RemoteKernelManager, is_remote
 
 __all__ = ["ExecSessionsApp"]
 
@@ -82,13 +83,36 @@ class ExecSessionsApp(ExtensionApp):
         " is restarted (state_reset).",
     ).tag(config=True)
 
+    remote_workdir_root = Unicode(
+        "/tmp/jupyter-exec-sessions",
+        help="With remote kernels (ServerApp.gateway_url: Jupyter Enterprise Gateway): the"
+        " absolute directory, on the kernels' side, under which each server keeps its container"
+        " directories (in a subdirectory named by its server id). Local kernels use the"
+        " containers directory in data_dir.",
+    ).tag(config=True)
+
     service: ContainerService
+
+    @property
+    def remote_kernels(self) -> bool:
+        """Whether the server's kernels are remote (``ServerApp.gateway_url`` is set)."""
+        return self.serverapp is not None and is_remote(self.serverapp.kernel_manager)
 
     def initialize_settings(self) -> None:
         """Build the container service and publish it to handlers."""
         assert self.serverapp is not None
         config = ServiceConfig.from_traits(self)
-        self.service = ContainerService(self.serverapp.kernel_manager, config)
+        km: Any = self.serverapp.kernel_manager
+        if config.remote_kernels:
+            self.log.info(
+                "jupyter-exec-sessions: kernels are remote (gateway %s); container directories"
+                " live under %s on the kernels' side. The local sandbox does not apply to remote"
+                " kernels: isolation comes from the gateway's kernel containers.",
+                self.serverapp.gateway_config.url,
+                self.remote_workdir_root,
+            )
+            km = RemoteKernelManager(km)
+        self.service = ContainerService(km, config)
         self.settings.update({"exec_sessions_service": self.service})
         self._mcp: Any = None
 

@@ -35,6 +35,10 @@ class ServiceConfig:
     minute_seconds: float
     reaper_interval: float
     interrupt_grace_s: float
+    #: kernels live elsewhere (a gateway): nothing of theirs is on the server's filesystem
+    remote_kernels: bool
+    #: with remote kernels: where container directories go, on the kernels' side
+    remote_workdir_root: str
 
     @classmethod
     def from_traits(cls, source: Any) -> ServiceConfig:
