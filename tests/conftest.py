@@ -112,7 +112,7 @@ def launch_enterprise_gateway(tmp: Path) -> EnterpriseGateway:
     log = log_path.open("wb")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     eg = EnterpriseGateway(f"http://127.0.0.1:{port}", token, proc, log_path)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # generous: CI machines can be very loaded
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"enterprise gateway exited early:\n{eg.log()}")
@@ -266,7 +266,7 @@ def _launch_with(
         log_path=log_path,
         config=config,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # generous: CI machines can be very loaded
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
