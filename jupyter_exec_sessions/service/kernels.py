@@ -122,7 +122,7 @@ class ContainerKernels:
         if self.remote:
             await asyncio.gather(*map(self._shutdown_orphan, self.store.kernel_ids()))
         else:
-            for kernel_id in self.store.kernel_ids():  # they died with the previous run
+            for kernel_id in self.store.kernel_ids():  # local kernels are never reattached
                 self.store.remove_kernel(kernel_id)
             for entry in self.containers_dir.iterdir():
                 if entry.name.startswith("cntr_") and self.store.get_container(entry.name) is None:
