@@ -39,7 +39,10 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = 30) -> None:
 
 def new_container(srv: RunningServer, **body: Any) -> dict[str, Any]:
     r = httpx.post(
-        f"{srv.api_base}/containers", headers=srv.headers, json={"name": "remote", **body}
+        f"{srv.api_base}/containers",
+        headers=srv.headers,
+        json={"name": "remote", **body},
+        timeout=60,  # an empty pool means a cold kernel start on the gateway
     )
     assert r.status_code == 200, r.text
     return dict(r.json())
@@ -61,6 +64,7 @@ def local_container_dirs(srv: RunningServer) -> list[str]:
     return sorted(p.name for p in local.iterdir()) if local.exists() else []
 
 
+@pytest.mark.timeout(300)  # several servers and kernel starts
 def test_no_kernel_is_left_on_the_gateway_after_delete_expiry_and_shutdown(
     own_gateway: EnterpriseGateway, start_server: Callable[..., RunningServer]
 ) -> None:
@@ -98,6 +102,7 @@ def test_no_kernel_is_left_on_the_gateway_after_delete_expiry_and_shutdown(
     assert own_gateway.kernel_ids() == set()
 
 
+@pytest.mark.timeout(300)  # several servers and kernel starts
 def test_a_restart_after_a_crash_shuts_down_the_remote_kernels_it_left_and_says_state_reset(
     own_gateway: EnterpriseGateway, start_server: Callable[..., RunningServer]
 ) -> None:
