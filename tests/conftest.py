@@ -113,18 +113,21 @@ def launch_enterprise_gateway(tmp: Path) -> EnterpriseGateway:
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     eg = EnterpriseGateway(f"http://127.0.0.1:{port}", token, proc, log_path)
     deadline = time.monotonic() + 120  # generous: CI machines can be very loaded
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"enterprise gateway exited early:\n{eg.log()}")
-        try:
-            if httpx.get(f"{eg.url}/api", headers=eg.headers, timeout=2).status_code == 200:
-                return eg
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            eg.stop()
-            raise RuntimeError(f"enterprise gateway did not become ready:\n{eg.log()}")
-        time.sleep(0.1)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"enterprise gateway exited early:\n{eg.log()}")
+            try:
+                if httpx.get(f"{eg.url}/api", headers=eg.headers, timeout=2).status_code == 200:
+                    return eg
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"enterprise gateway did not become ready:\n{eg.log()}")
+            time.sleep(0.1)
+    except BaseException:  # also a test timeout while waiting: never leave it running
+        eg.stop()
+        raise
 
 
 def gateway_args(eg: EnterpriseGateway) -> list[str]:
@@ -267,21 +270,24 @@ def _launch_with(
         config=config,
     )
     deadline = time.monotonic() + 120  # generous: CI machines can be very loaded
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{server.log()}")
-        try:
-            r = httpx.get(
-                f"{server.api_base}/containers?limit=1", headers=server.headers, timeout=2
-            )
-            if r.status_code in (200, 401):  # 401: a custom identity provider is up
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError(f"server did not become ready:\n{server.log()}")
-        time.sleep(0.1)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{server.log()}")
+            try:
+                r = httpx.get(
+                    f"{server.api_base}/containers?limit=1", headers=server.headers, timeout=2
+                )
+                if r.status_code in (200, 401):  # 401: a custom identity provider is up
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server did not become ready:\n{server.log()}")
+            time.sleep(0.1)
+    except BaseException:  # also a test timeout while waiting: never leave the server running
+        server.stop()
+        raise
     return server
 
 
