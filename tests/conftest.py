@@ -132,7 +132,12 @@ def launch_enterprise_gateway(tmp: Path) -> EnterpriseGateway:
 
 def gateway_args(eg: EnterpriseGateway) -> list[str]:
     """Server options that put its kernels on ``eg``."""
-    return [f"--GatewayClient.url={eg.url}", f"--GatewayClient.auth_token={eg.token}"]
+    return [
+        f"--GatewayClient.url={eg.url}",
+        f"--GatewayClient.auth_token={eg.token}",
+        # a kernel start on a loaded CI machine can take longer than the default 42 s
+        "--GatewayClient.request_timeout=120",
+    ]
 
 
 @dataclass

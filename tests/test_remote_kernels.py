@@ -70,27 +70,29 @@ def test_no_kernel_is_left_on_the_gateway_after_delete_expiry_and_shutdown(
 ) -> None:
     srv = start_server(gateway=own_gateway, pool_size=1, minute_seconds=0.5, reaper_interval=0.2)
     deleted = new_container(srv, expires_after={"anchor": "last_active_at", "minutes": 600})
-    expiring = new_container(srv, expires_after={"anchor": "last_active_at", "minutes": 12})
-    for c in (deleted, expiring):
-        assert run(srv, c["id"], "x = 1")["status"] == "completed"
-    kernel_of = {c["id"]: c["exec_sessions"]["kernel_id"] for c in (deleted, expiring)}
-    assert set(kernel_of.values()) <= own_gateway.kernel_ids()
-    # the containers' directories exist on the kernels' side only
+    assert run(srv, deleted["id"], "x = 1")["status"] == "completed"
+    deleted_kernel = deleted["exec_sessions"]["kernel_id"]
+    assert deleted_kernel in own_gateway.kernel_ids()
+    # the container's directory exists on the kernels' side only
     assert (srv.containers_root / deleted["id"]).is_dir()
     assert local_container_dirs(srv) == []
-
     httpx.delete(f"{srv.api_base}/containers/{deleted['id']}", headers=srv.headers)
     wait_for(
         "the deleted container's kernel and directory to go",
         lambda: (
-            kernel_of[deleted["id"]] not in own_gateway.kernel_ids()
+            deleted_kernel not in own_gateway.kernel_ids()
             and not (srv.containers_root / deleted["id"]).exists()
         ),
+        timeout=60,
     )
 
+    # idle for 12 "minutes" of 0.5 s: expires 6 s after its creation
+    expiring = new_container(srv, expires_after={"anchor": "last_active_at", "minutes": 12})
+    expiring_kernel = expiring["exec_sessions"]["kernel_id"]
+    assert expiring_kernel in own_gateway.kernel_ids()
     wait_for(
         "the expired container's kernel to go",
-        lambda: kernel_of[expiring["id"]] not in own_gateway.kernel_ids(),
+        lambda: expiring_kernel not in own_gateway.kernel_ids(),
         timeout=60,
     )
     info = httpx.get(f"{srv.api_base}/containers/{expiring['id']}", headers=srv.headers).json()

@@ -108,6 +108,9 @@ class ContainerKernels:
         )
         self.slots: dict[str, Slot] = {}
         self._swept = False
+        #: names of the container directories this run of the server made (the sweep keeps
+        #: them even before their container is registered: a pool kernel's, a create's)
+        self._made: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -148,9 +151,11 @@ class ContainerKernels:
     async def _prepare_kernel(self, kernel_id: str) -> KernelSession:
         # A pool kernel is prepared as the container it will become: its id and directory are
         # chosen now, so handing it out needs no set-up round trip to the kernel.
+        workdir = posixpath.join(self.workdir_root, new_id("cntr_"))
+        self._made.add(posixpath.basename(workdir))
         session = KernelSession(
             self.manager.get(kernel_id),
-            posixpath.join(self.workdir_root, new_id("cntr_")),
+            workdir,
             interrupt_grace_s=self.config.interrupt_grace_s,
             # a remote kernel's death is pushed to its session (engine.channel); polling the
             # gateway is only the fallback and costs a REST call each time
@@ -168,7 +173,9 @@ class ContainerKernels:
         """Remove container directories no container owns, on the kernels' side."""
         try:
             names = await session.list_container_dirs()
-            orphans = [n for n in names if self.store.get_container(n) is None]
+            orphans = [
+                n for n in names if n not in self._made and self.store.get_container(n) is None
+            ]
             if orphans:
                 removed = await session.remove_container_dirs(orphans)
                 log.info("exec-sessions: removed %d orphaned container directories", len(removed))
