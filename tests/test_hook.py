@@ -117,7 +117,6 @@ async def test_an_explicit_id_is_honoured_and_shows_as_container_resolved_on_the
     )
 
 
-@pytest.mark.kernels("local", "gateway")
 async def test_auto_reuses_the_history_container_and_its_state(server, pool):
     backend = ContainersAPIBackend(server.api_base, server.token)
     resolver = SessionResolver(backend)

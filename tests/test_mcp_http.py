@@ -102,7 +102,6 @@ async def test_the_endpoint_lists_exactly_the_two_execution_tools_with_input_sch
         assert "reset" in tool.description
 
 
-@pytest.mark.kernels("local", "gateway")
 async def test_state_persists_within_an_mcp_session_and_a_second_session_does_not_see_it(
     server: RunningServer,
 ) -> None:

@@ -1,8 +1,9 @@
 """Remote kernels on a real Jupyter Enterprise Gateway: nothing leaks, nothing is local.
 
-The feature tests (executions, shell, files, timeouts, interrupts, kernel death, delete, MCP,
-hook) run against the gateway through ``@pytest.mark.kernels("local", "gateway")`` in their own
-modules. Here: what only remote kernels have. Tests that count the gateway's kernels get their
+The feature tests (executions, shell, files, timeouts, interrupts, kernel death, delete) run
+against the gateway through ``@pytest.mark.kernels("local", "gateway")`` in their own modules.
+Here: the gateway session hook with MCP tool calls on remote kernels, and what only remote
+kernels have. Tests that count the gateway's kernels get their
 own gateway (``own_gateway``), so that its ``/api/kernels`` shows exactly this test's kernels.
 """
 
@@ -12,19 +13,28 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
 import pytest
 from conftest import EnterpriseGateway, RunningServer, launch_enterprise_gateway
 
+from jupyter_exec_sessions.hook import (
+    ContainersAPIBackend,
+    MCPClientPool,
+    MCPServerConfig,
+    RequestToolContext,
+    SessionResolver,
+)
+from jupyter_exec_sessions.models import Execution
+
 pytestmark = pytest.mark.kernels("gateway")
 
 
-@pytest.fixture
-def own_gateway(tmp_path: Path) -> Iterator[EnterpriseGateway]:
-    eg = launch_enterprise_gateway(tmp_path / "eg")
+@pytest.fixture(scope="module")
+def own_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnterpriseGateway]:
+    """A gateway for the tests that count its kernels (each ends with none left)."""
+    eg = launch_enterprise_gateway(tmp_path_factory.mktemp("own-eg"))
     yield eg
     eg.stop()
 
@@ -160,3 +170,33 @@ def test_a_kernel_killed_under_the_gateway_fails_fast_and_the_next_run_says_stat
         nxt = run(srv, c["id"], "'again' in globals()")
     assert nxt["state_reset"] is True
     assert nxt["outputs"][-1]["data"]["text/plain"] == "False"
+
+
+async def test_the_session_hook_and_mcp_tool_calls_keep_state_on_remote_kernels(
+    server: RunningServer,
+) -> None:
+    auto = {"type": "code_interpreter", "container": {"type": "auto"}}
+    mcp = MCPServerConfig(url=server.mcp_url, token=server.token, call_timeout=60)
+    backend = ContainersAPIBackend(server.api_base, server.token)
+    pool = MCPClientPool()
+    try:
+        resolver = SessionResolver(backend)
+        first = RequestToolContext(resolver, [], tools=[auto], session_id="s-eg", turn_id="1")
+        res1 = await first.resolve("code_interpreter")
+        assert res1.origin == "created"
+        await pool.call_tool(
+            mcp, "execute_python_code", {"code": "x = 41"}, meta=await first.meta(auto)
+        )
+        history = [{"type": "code_interpreter_call", "id": "ci_1", "container_id": res1.id}]
+        second = RequestToolContext(resolver, history, tools=[auto], turn_id="2")
+        res2 = await second.resolve("code_interpreter")
+        assert (res2.id, res2.origin, res2.state_lost) == (res1.id, "history", False)
+        out = await pool.call_tool(
+            mcp, "execute_python_code", {"code": "print(x + 1)"}, meta=await second.meta(auto)
+        )
+        assert not out.is_error, out.content
+        execution = Execution.model_validate(out.structured_content)
+        assert "".join(o.text for o in execution.outputs if o.type == "logs").strip() == "42"
+    finally:
+        await pool.aclose()
+        await backend.aclose()
