@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install everything (Python packages into ./.venv, Debian chromium for the browser tests,
-# Debian bubblewrap for the sandbox)
+# Install everything (Python packages into ./.venv, Jupyter Enterprise Gateway into ./.venv-eg,
+# Debian chromium for the browser tests, Debian bubblewrap for the sandbox, the Codex CLI)
 # and run the whole suite: ruff, mypy --strict, import-linter, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ PY=${PYTHON:-python3}
 bash .ci/install-browser.sh
 bash .ci/install-sandbox.sh
 bash .ci/install-codex.sh
+bash scripts/install-eg.sh  # Jupyter Enterprise Gateway in ./.venv-eg: remote-kernel tests
 export PATH="$PWD/.venv/bin:$PATH"
 export CI=${CI:-1}  # browser and sandbox tests fail (never skip) when chromium/bwrap are missing
 echo "== ruff";          ruff check jupyter_exec_sessions tests benchmarks

@@ -6,6 +6,12 @@ existing data directory (restart tests); ``launch_server`` does the same for fix
 scope (a module-scoped server with special options). Every server is a real ``jupyter server``
 process on loopback with a random token, real kernels and the extension loaded from this
 checkout. Types and helpers live in ``helpers.py``; nothing imports this module.
+
+Remote kernels: a test marked ``@pytest.mark.kernels("local", "gateway")`` runs once with local
+kernels and once against a real Jupyter Enterprise Gateway (``enterprise_gateway``: its own
+virtual environment from ``scripts/install-eg.sh``, local process proxy, loopback, random
+port); ``server`` and ``start_server`` then start servers whose kernels live on that gateway
+(``--GatewayClient.url``). Unmarked tests run with local kernels only.
 """
 
 from __future__ import annotations
@@ -16,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RunningServer, ServerLauncher, launch
+from helpers import (
+    EnterpriseGateway,
+    RunningServer,
+    ServerLauncher,
+    launch,
+    launch_enterprise_gateway,
+)
 
 
 @contextlib.contextmanager
@@ -47,16 +59,68 @@ def launch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLa
         yield start
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "kernels(*where): run the test once per kernel location: 'local', 'gateway' (a real"
+        " Jupyter Enterprise Gateway on loopback)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize ``kernels`` from the ``kernels`` mark (default: local kernels only)."""
+    if "kernels" not in metafunc.fixturenames:
+        return
+    mark = metafunc.definition.get_closest_marker("kernels")
+    where = list(mark.args) if mark is not None else ["local"]
+    metafunc.parametrize("kernels", where, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="session")
+def enterprise_gateway(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EnterpriseGateway]:
+    """One real Enterprise Gateway for the whole run (started on first use)."""
+    eg = launch_enterprise_gateway(tmp_path_factory.mktemp("eg"))
+    yield eg
+    eg.stop()
+
+
 @pytest.fixture(scope="module")
-def server(launch_server: ServerLauncher) -> Iterator[RunningServer]:
+def kernels(request: pytest.FixtureRequest) -> EnterpriseGateway | None:
+    """Where the servers of this test put their kernels: None (local) or the gateway."""
+    where = getattr(request, "param", "local")
+    if where == "gateway":
+        eg: EnterpriseGateway = request.getfixturevalue("enterprise_gateway")
+        return eg
+    assert where == "local", where
+    return None
+
+
+@pytest.fixture(scope="module")
+def server(
+    launch_server: ServerLauncher, kernels: EnterpriseGateway | None
+) -> Iterator[RunningServer]:
     """One real server for a whole test module (pool_size=2, generous quotas)."""
-    srv = launch_server(pool_size=2, max_containers_per_user=500, max_containers=500)
+    srv = launch_server(
+        pool_size=2, max_containers_per_user=500, max_containers=500, gateway=kernels
+    )
     yield srv
     srv.stop()
 
 
 @pytest.fixture
-def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerLauncher]:
-    """Factory: ``start_server(data_dir=..., **ExecSessionsApp_traits)``; stopped at teardown."""
+def start_server(
+    tmp_path_factory: pytest.TempPathFactory, kernels: EnterpriseGateway | None
+) -> Iterator[ServerLauncher]:
+    """Factory: ``start_server(data_dir=..., **ExecSessionsApp_traits)``; stopped at teardown.
+
+    Its servers use the test's kernel location (``kernels``) unless ``gateway=`` is given.
+    """
     with _launcher(tmp_path_factory) as start:
-        yield start
+
+        def start_here(*, tmp: Path | None = None, **kw: Any) -> RunningServer:
+            kw.setdefault("gateway", kernels)
+            return start(tmp=tmp, **kw)
+
+        yield start_here

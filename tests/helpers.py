@@ -32,6 +32,8 @@ from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, RESULT_META_CONT
 
 __all__ = [
     "ARTIFACTS",
+    "EnterpriseGateway",
+    "launch_enterprise_gateway",
     "SANDBOX",
     "ROOT",
     "RunningServer",
@@ -104,6 +106,108 @@ def free_port() -> int:
 
 
 @dataclass
+class EnterpriseGateway:
+    """A live Jupyter Enterprise Gateway subprocess (local process proxy, loopback)."""
+
+    url: str  # no trailing "/"
+    token: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The gateway's own authentication header."""
+        return {"Authorization": f"token {self.token}"}
+
+    def kernel_ids(self) -> set[str]:
+        """Ids of the kernels running on the gateway (its own ``/api/kernels``)."""
+        r = httpx.get(f"{self.url}/api/kernels", headers=self.headers, timeout=10)
+        r.raise_for_status()
+        return {k["id"] for k in r.json()}
+
+    def log(self) -> str:
+        """The gateway's log so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def eg_python() -> Path:
+    """The Enterprise Gateway venv's python, installed by ``scripts/install-eg.sh`` if missing."""
+    venv = Path(os.environ.get("EG_VENV", ROOT / ".venv-eg"))
+    if not (venv / "bin" / "jupyter-enterprisegateway").exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "install-eg.sh")], check=True)
+    return venv / "bin" / "python"
+
+
+def launch_enterprise_gateway(tmp: Path) -> EnterpriseGateway:
+    """Start Enterprise Gateway on a random loopback port; ready when ``/api`` answers."""
+    python = eg_python()
+    port = free_port()
+    token = secrets.token_hex(16)
+    for d in ("runtime", "data", "config"):
+        (tmp / d).mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        # its kernelspec says "python": the gateway venv's, which has ipykernel
+        "PATH": f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+        "JUPYTER_DATA_DIR": str(tmp / "data"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+        "JUPYTER_PLATFORM_DIRS": "1",
+        # it refuses to start kernels for root unless the deny list is set explicitly
+        "EG_UNAUTHORIZED_USERS": "nobody-unauthorized",
+    }
+    env.pop("PYTHONPATH", None)
+    env.pop("VIRTUAL_ENV", None)
+    args = [
+        str(python.parent / "jupyter-enterprisegateway"),
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        f"--EnterpriseGatewayApp.auth_token={token}",
+        "--EnterpriseGatewayApp.list_kernels=True",
+        # how soon the gateway notices a dead kernel (and restarts it): default 3 s
+        "--KernelRestarter.time_to_dead=0.5",
+    ]
+    log_path = tmp / f"eg-{port}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    eg = EnterpriseGateway(f"http://127.0.0.1:{port}", token, proc, log_path)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"enterprise gateway exited early:\n{eg.log()}")
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{eg.url}/api", headers=eg.headers, timeout=2).status_code == 200
+        return False
+
+    try:
+        wait_until(ready, 120, "Enterprise Gateway to answer")  # CI machines can be loaded
+    except BaseException:  # also a test timeout while waiting: never leave it running
+        eg.stop()
+        raise
+    return eg
+
+
+def gateway_args(eg: EnterpriseGateway) -> list[str]:
+    """Server options that put its kernels on ``eg``."""
+    return [
+        f"--GatewayClient.url={eg.url}",
+        f"--GatewayClient.auth_token={eg.token}",
+        # a kernel start on a loaded CI machine can take longer than the default 42 s
+        "--GatewayClient.request_timeout=120",
+    ]
+
+
+@dataclass
 class RunningServer:
     """A live ``jupyter server`` subprocess with the extension."""
 
@@ -115,6 +219,16 @@ class RunningServer:
     proc: subprocess.Popen[bytes]
     log_path: Path
     config: dict[str, Any] = field(default_factory=dict)
+    #: the Enterprise Gateway its kernels run on (None: local kernels)
+    gateway: EnterpriseGateway | None = None
+
+    @property
+    def containers_root(self) -> Path:
+        """Where container directories are, as the kernels see them (same machine here)."""
+        if self.gateway is not None:
+            server_id = (self.data_dir / "server_id").read_text().strip()
+            return Path(self.config["remote_workdir_root"]) / server_id
+        return self.data_dir / "containers"
 
     @property
     def api_base(self) -> str:
@@ -188,7 +302,8 @@ def launch(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     unset_env: tuple[str, ...] = (),
-    ready_timeout: float = 90.0,
+    ready_timeout: float = 120.0,
+    gateway: EnterpriseGateway | None = None,
     **config: Any,
 ) -> RunningServer:
     """Start ``python -m jupyter_server`` with the extension in ``tmp`` and wait until it answers.
@@ -197,8 +312,13 @@ def launch(
     server gets private Jupyter directories, a random token (or ``token``), loopback only and
     ``tests/`` on its ``PYTHONPATH`` (for ``idp.MultiUserIdentityProvider``). JupyterLab and
     the other server extensions of the environment stay off unless ``lab=True``;
-    ``extensions`` enables more server extension modules.
+    ``extensions`` enables more server extension modules. With ``gateway`` its kernels run on
+    that Enterprise Gateway, and container directories go under ``<tmp>/remote`` (their place
+    on the kernels' side), away from the server's data dir.
     """
+    if gateway is not None:
+        extra_args = [*gateway_args(gateway), *(extra_args or [])]
+        config.setdefault("remote_workdir_root", str(tmp / "remote"))
     # data_dir="default": no data_dir setting, the server picks its own under JUPYTER_DATA_DIR
     jdata = Path((env or {}).get("JUPYTER_DATA_DIR", tmp / "jdata"))
     explicit = data_dir != "default"
@@ -253,6 +373,7 @@ def launch(
         proc=proc,
         log_path=log_path,
         config=config,
+        gateway=gateway,
     )
 
     def ready() -> bool:

@@ -34,6 +34,7 @@ def sdk(server: RunningServer, token: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.api_base, api_key=token or server.token, max_retries=0)
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_openai_sdk_drives_the_whole_container_lifecycle(server: RunningServer) -> None:
     client = sdk(server)
     tag = f"life-{time.monotonic_ns()}"
@@ -100,6 +101,7 @@ def test_limit_100_is_accepted(server: RunningServer) -> None:
     assert r.status_code == 200
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_files_round_trip_through_the_openai_sdk(server: RunningServer) -> None:
     client = sdk(server)
     c = client.containers.create(name="files")
@@ -125,6 +127,7 @@ def test_files_round_trip_through_the_openai_sdk(server: RunningServer) -> None:
     client.containers.delete(c.id)
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_files_written_by_code_are_listed_with_source_assistant(server: RunningServer) -> None:
     client = sdk(server)
     c = client.containers.create(name="assistant-files")
@@ -147,6 +150,7 @@ def test_files_written_by_code_are_listed_with_source_assistant(server: RunningS
     client.containers.delete(c.id)
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_deleting_a_container_shuts_its_kernel_and_removes_its_directory(
     server: RunningServer,
 ) -> None:
@@ -154,7 +158,7 @@ def test_deleting_a_container_shuts_its_kernel_and_removes_its_directory(
     c = client.containers.create(name="gone")
     kernel_id = (c.model_extra or {})["exec_sessions"]["kernel_id"]
     client.containers.files.create(c.id, file=("x.txt", io.BytesIO(b"x")))
-    workdir = server.data_dir / "containers" / c.id
+    workdir = server.containers_root / c.id
     assert (workdir / "x.txt").read_bytes() == b"x"
     client.containers.delete(c.id)
     wait_until(
@@ -286,7 +290,7 @@ def test_upload_names_cannot_escape_the_container_directory(
     )
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "file"
-    assert not (server.data_dir / "containers" / "x").exists()
+    assert not (server.containers_root / "x").exists()
     assert not (server.root_dir.parent / "x").exists()
     sdk(server).containers.delete(c.id)
 

@@ -70,6 +70,7 @@ def stream_events(
     return events
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     first = run(server, cid, code="x = 41")
@@ -82,12 +83,11 @@ def test_python_state_is_kept_across_executions(server: RunningServer) -> None:
     assert second["duration_ms"] > 0
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_code_runs_in_the_container_directory(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     out = run(server, cid, code="import os; print(os.getcwd())")
-    expected = (
-        "/mnt/data" if server.config["sandbox"] == "bwrap" else server.data_dir / "containers" / cid
-    )
+    expected = "/mnt/data" if server.config["sandbox"] == "bwrap" else server.containers_root / cid
     assert text_of(out).strip() == str(expected)
 
 
@@ -139,6 +139,7 @@ def test_input_fails_fast_with_a_clear_message(server: RunningServer) -> None:
     assert "input" in out["outputs"][-1]["value"].lower()
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
     server: RunningServer,
 ) -> None:
@@ -171,6 +172,7 @@ def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
     assert run(server, cid, code="import os; os.environ.get('GREETING')")["status"] == "completed"
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
     server: RunningServer,
 ) -> None:
@@ -183,6 +185,7 @@ def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
     assert out["shell_output"][1]["stdout"] == "after 1\n"
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     run(server, cid, code="kept = 'yes'")
@@ -196,6 +199,7 @@ def test_a_python_timeout_interrupts_and_keeps_state(server: RunningServer) -> N
     assert result_of(run(server, cid, code="kept")) == "'yes'"
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
     start_server: ServerLauncher,
 ) -> None:
@@ -215,6 +219,7 @@ def test_code_that_ignores_interrupts_gets_a_fresh_kernel_and_says_so(
     assert info["exec_sessions"]["state_resets"] == 1
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
     server: RunningServer,
 ) -> None:
@@ -233,6 +238,7 @@ def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
     assert result_of(run(server, other, code="safe")) == "1"  # the bystander is untouched
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     server: RunningServer,
 ) -> None:
@@ -353,6 +359,7 @@ def test_bad_execution_bodies_are_400s(
     assert r.json()["error"]["param"] == param
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_streamed_execution_events_arrive_in_order_with_seq(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     code = "import time\nfor i in range(3):\n    print(i, flush=True)\n    time.sleep(0.05)\n'done'"
@@ -380,6 +387,7 @@ def test_a_streaming_client_that_disconnects_interrupts_its_execution(
     assert time.monotonic() - t0 < 15
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_deleting_a_container_cancels_running_and_queued_executions(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     results: list[dict[str, Any]] = []
@@ -404,6 +412,7 @@ def test_deleting_a_container_cancels_running_and_queued_executions(server: Runn
     assert sorted(r["status"] for r in results) == ["cancelled", "cancelled"]
 
 
+@pytest.mark.kernels("local", "gateway")
 def test_interrupt_stops_the_running_code_and_keeps_state(server: RunningServer) -> None:
     cid = create_container(server, "exec")
     run(server, cid, code="kept = 5")

@@ -9,8 +9,14 @@ content for the helper module. Every message is routed by its parent ``msg_id``;
 other requests (or other clients) are ignored.
 
 With zmq sockets (local kernels) one reader task per channel receives every message and routes
-it (push), and a request just waits to be woken; without them (the gateway client) the request
-pulls its messages with ``get_msg`` itself.
+it (push), and a request just waits to be woken. A client that offers ``set_router`` (the
+websocket client for remote kernels) pushes its messages the same way; any other client is
+pulled with ``get_msg``.
+
+Kernel death: a local kernel is polled with ``is_alive``; a remote one is restarted by its
+gateway, which says so with an IOPub ``status`` of ``restarting`` (or ``dead``) that no request
+is the parent of. Either way the request in flight ends as ``died`` and the session is lost, so
+the next use gets a fresh kernel and reports the state reset.
 """
 
 from __future__ import annotations
@@ -138,6 +144,8 @@ class KernelChannel:
         self._push_error: Exception | None = None
         self._push_dead: Exception | None = None
         self._shell_sync: zmq.Socket[bytes] | None = None  # push mode: a sync shadow of shell
+        self._routed = False  # the client pushes its messages to us (set_router)
+        self._died = False  # the kernel died (or its gateway restarted it) under this session
 
     def _usable(self) -> None:
         if self._closed or self._client is None:
@@ -251,13 +259,13 @@ class KernelChannel:
                         on_timeout()
                     await self._interrupt_kernel()
                     continue
-                if now >= next_alive:
-                    if not await self._is_alive():
+                if self._died or now >= next_alive:
+                    if self._died or not await self._is_alive():
                         out.died = out.lost = self._lost = True
                         return out
                     next_alive = now + self.alive_poll_s
                 wait = max(0.0, min(deadline, next_alive) - now)
-                if self._readers:
+                if self._readers or self._routed:
                     await self._wait_push(req, wait)
                 else:
                     await self._pump("shell" if req.idle else "iopub", wait)
@@ -280,7 +288,14 @@ class KernelChannel:
 
     # ------------------------------------------------------------------ push mode
     def start_push(self) -> None:
-        """Start one reader task per channel when both are zmq.asyncio sockets (else pull)."""
+        """Start one reader task per channel when both are zmq.asyncio sockets (else pull).
+
+        A client with ``set_router`` pushes its messages itself.
+        """
+        if hasattr(self._client, "set_router"):
+            self._client.set_router(self._route_pushed, self._connection_closed)
+            self._routed = True
+            return
         shell = getattr(self._client.shell_channel, "socket", None)
         iopub = getattr(self._client.iopub_channel, "socket", None)
         if self._readers or not isinstance(shell, zmq.asyncio.Socket):
@@ -295,6 +310,9 @@ class KernelChannel:
 
     async def stop_push(self) -> None:
         """Cancel the reader tasks (before the sockets are closed)."""
+        if self._routed and self._client is not None:
+            self._client.set_router(None)
+            self._routed = False
         readers, self._readers = self._readers, []
         self._shell_sync = None
         for t in readers:
@@ -323,6 +341,24 @@ class KernelChannel:
             except Exception as e:  # an output hook failed: the waiting request raises it
                 self._fail(e)
 
+    def _route_pushed(self, channel: str, msg: dict[str, Any]) -> None:
+        try:
+            self._route(channel, msg)
+        except Exception as e:  # an output hook failed: the waiting request raises it
+            self._fail(e)
+
+    def _connection_closed(self, error: Exception) -> None:
+        """The client's connection ended: the kernel is gone for this session."""
+        if not self._closed:
+            log.warning("kernel connection ended: %s", error)
+            self._kernel_died()
+
+    def _kernel_died(self) -> None:
+        self._died = self._lost = True
+        for req in self._reqs.values():
+            if req.waiter is not None:
+                wake(req.waiter)
+
     def _fail(self, e: Exception) -> None:
         self._push_error = e
         for req in self._reqs.values():
@@ -348,11 +384,14 @@ class KernelChannel:
 
     def _route(self, channel: str, msg: dict[str, Any]) -> None:
         """Hand one message of ``channel`` to the request it answers, if any."""
+        kind = msg["header"]["msg_type"]
+        content = msg["content"]
+        if kind == "status" and content.get("execution_state") in ("restarting", "dead"):
+            self._kernel_died()  # a gateway restarted the kernel or gave up on it
+            return
         req = self._reqs.get(msg.get("parent_header", {}).get("msg_id", ""))
         if req is None:
             return
-        kind = msg["header"]["msg_type"]
-        content = msg["content"]
         if channel == "shell":
             req.reply = msg
             if req.background:  # a setup sent without waiting: only its failure matters
@@ -382,14 +421,15 @@ class KernelChannel:
             log.warning("could not interrupt the kernel", exc_info=True)
 
     # ------------------------------------------------------------------ helper calls
-    def setup_payload(self, publish: bool) -> dict[str, Any]:
-        """Arguments of the setup: bootstrap, helper sources, workdir."""
+    def setup_payload(self, publish: bool, drop: str | None = None) -> dict[str, Any]:
+        """Arguments of the setup: bootstrap, helper sources, workdir (and a dir to drop)."""
         return {
             "boot": _kernel_code.BOOTSTRAP,
             "modules": _MODULES,
             "hash": _HASH,
             "workdir": self.workdir,
             "publish": publish,
+            "drop": drop,
         }
 
     async def setup(self, timeout_s: float) -> None:

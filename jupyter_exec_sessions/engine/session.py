@@ -190,13 +190,14 @@ class KernelSession(KernelChannel):
                 await self.close()
                 raise
 
-    def start_setup_nowait(self) -> None:
+    def start_setup_nowait(self, drop: str | None = None) -> None:
         """Send the setup without waiting for it (channels must be started).
 
         Later requests queue behind it in the kernel; a setup failure is raised by the next
-        request.
+        request. ``drop``: a container directory beside the workdir for the kernel to remove
+        (one a pool kernel prepared that no container claimed).
         """
-        req = self._send(SETUP_CODE, silent=True, payload=self.setup_payload(False))
+        req = self._send(SETUP_CODE, silent=True, payload=self.setup_payload(False, drop))
         req.background = True
 
     async def warm_up(self, timeout_s: float = 30) -> None:
@@ -255,7 +256,7 @@ class KernelSession(KernelChannel):
                 )
                 interrupted = self._interrupted
                 if o.died:
-                    outs.add(ErrorOutput(name="KernelDiedError", value=self._died()))
+                    outs.add(ErrorOutput(name="KernelDiedError", value=self._death_message()))
                 elif o.timed_out and (o.lost or not outs.has_error):
                     outs.add(timeout_error(timeout_s, lost=o.lost))
                 self._check_setup()
@@ -334,7 +335,7 @@ class KernelSession(KernelChannel):
             finally:
                 self._running = False
         if o.died:
-            err = ErrorOutput(name="KernelDiedError", value=self._died())
+            err = ErrorOutput(name="KernelDiedError", value=self._death_message())
             return RunResult(status="failed", outputs=[err], shell_output=[], kernel_lost=True)
         interrupted = self._interrupted
         if not isinstance(result, dict) or not result.get("ok"):
@@ -402,6 +403,18 @@ class KernelSession(KernelChannel):
         """Delete ``relpath``; raises ContainerFileNotFoundError when there is no such file."""
         await self._file_op({"op": "delete", "path": safe_relpath(relpath, param="path")}, relpath)
 
+    # ------------------------------------------------------------------ container directories
+    async def list_container_dirs(self) -> list[str]:
+        """Names of the container directories beside this kernel's workdir (its own excluded).
+
+        On the kernel's side: with remote kernels that is the only place they exist.
+        """
+        return list((await self._file_op({"op": "list_dirs"}, ""))["dirs"])
+
+    async def remove_container_dirs(self, names: list[str]) -> list[str]:
+        """Remove container directories beside the workdir (its own too), by name; the removed."""
+        return list((await self._file_op({"op": "remove_dirs", "names": names}, ""))["removed"])
+
     async def _file_op(self, args: dict[str, Any], relpath: str) -> dict[str, Any]:
         async with self._lock:
             self._usable()
@@ -435,7 +448,7 @@ class KernelSession(KernelChannel):
             return None
         return path
 
-    def _died(self) -> str:
+    def _death_message(self) -> str:
         reason = None
         if self.death_reason is not None:
             try:

@@ -22,6 +22,7 @@ from . import handlers
 from .authorizer import install_authorizer
 from .body import MAX_BODY_SETTING
 from .datadir import DataDirBusyError, claim_data_dir
+from .remote_kernels import RemoteKernelManager, is_remote
 from .sandboxing import build_confinement
 
 __all__ = ["ExecSessionsApp"]
@@ -115,6 +116,14 @@ class ExecSessionsApp(ExtensionApp):
         " a client between two quick calls keeps its container, and new work waits instead.",
     ).tag(config=True)
 
+    remote_workdir_root = Unicode(
+        "/tmp/jupyter-exec-sessions",
+        help="With remote kernels (ServerApp.gateway_url: Jupyter Enterprise Gateway): the"
+        " absolute directory, on the kernels' side, under which each server keeps its container"
+        " directories (in a subdirectory named by its server id). Local kernels use the"
+        " containers directory in data_dir.",
+    ).tag(config=True)
+
     service: ContainerService
 
     sandbox = CaselessStrEnum(
@@ -153,6 +162,11 @@ class ExecSessionsApp(ExtensionApp):
         " server's OS user, around every sandbox. [] allows them.",
     ).tag(config=True)
 
+    @property
+    def remote_kernels(self) -> bool:
+        """Whether the server's kernels are remote (``ServerApp.gateway_url`` is set)."""
+        return self.serverapp is not None and is_remote(self.serverapp.kernel_manager)
+
     def initialize_settings(self) -> None:
         """Lock the data directory, build the container service, publish it to handlers."""
         assert self.serverapp is not None
@@ -169,11 +183,22 @@ class ExecSessionsApp(ExtensionApp):
             self.log.info("jupyter-exec-sessions: data_dir %s", self._lock.path)
         serverapp = self.serverapp
         config = dataclasses.replace(ServiceConfig.from_traits(self), data_dir=self._lock.path)
+        km: Any = serverapp.kernel_manager
+        if config.remote_kernels:
+            self.log.info(
+                "jupyter-exec-sessions: kernels are remote (gateway %s); container directories"
+                " live under %s on the kernels' side. The local sandbox does not apply to remote"
+                " kernels: isolation comes from the gateway's kernel containers.",
+                serverapp.gateway_config.url,
+                self.remote_workdir_root,
+            )
+            km = RemoteKernelManager(km)
         gateway_config = getattr(serverapp, "gateway_config", None)
         confinement = build_confinement(
             mode=self.sandbox,
             kernel_manager=serverapp.kernel_manager,
-            gateway=bool(getattr(gateway_config, "gateway_enabled", False)),
+            gateway=config.remote_kernels
+            or bool(getattr(gateway_config, "gateway_enabled", False)),
             kernel_name=self.kernel_name,
             data_dir=self._lock.path,
             default_network_policy=dict(self.default_network_policy),
@@ -181,7 +206,7 @@ class ExecSessionsApp(ExtensionApp):
             bwrap=self.bwrap_path,
             log=self.log,
         )
-        self.service = ContainerService(serverapp.kernel_manager, config, confinement)
+        self.service = ContainerService(km, config, confinement)
         self.settings.update(
             {
                 "exec_sessions_service": self.service,

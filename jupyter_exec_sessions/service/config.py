@@ -36,6 +36,10 @@ class ServiceConfig:
     minute_seconds: float
     reaper_interval: float
     interrupt_grace_s: float
+    #: kernels live elsewhere (a gateway): nothing of theirs is on the server's filesystem
+    remote_kernels: bool
+    #: with remote kernels: where container directories go, on the kernels' side
+    remote_workdir_root: str
     implicit_expires_minutes: int = 10
     implicit_wait_s: float = 60.0
     implicit_evict_idle_s: float = 5.0

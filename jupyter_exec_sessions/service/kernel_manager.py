@@ -59,6 +59,17 @@ class KernelManagerAdapter:
         except Exception:
             log.debug("exec-sessions: shutdown of %s failed", kernel_id, exc_info=True)
 
+    async def shutdown_unknown(self, kernel_id: str) -> bool:
+        """Shut down a kernel the manager does not know: a previous run's, left on a gateway.
+
+        Whether it was still there. Managers of local kernels cannot (their kernels die with
+        the server that started them): False.
+        """
+        shutdown_orphan = getattr(self.km, "shutdown_orphan", None)
+        if not callable(shutdown_orphan):
+            return False
+        return bool(await shutdown_orphan(kernel_id))
+
     def take_over(self, kernel_id: str, on_restart: Callable[[], None]) -> None:
         """Make the kernel a container's: we track its activity, and hear of its restarts.
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import posixpath
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -31,9 +32,20 @@ from .kernel_manager import KernelManagerAdapter
 from .pool import KernelPool
 from .store import ContainerRow, Store
 
-__all__ = ["ContainerKernels", "LiveKernel", "Slot"]
+__all__ = ["ContainerKernels", "LiveKernel", "Slot", "server_id"]
 
 log = logging.getLogger("jupyter_exec_sessions")
+
+
+def server_id(data_dir: Path) -> str:
+    """The server's id: random, made once, kept in ``<data_dir>/server_id``."""
+    path = data_dir / "server_id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        value = "srv_" + secrets.token_hex(8)
+        path.write_text(value + "\n")
+        return value
 
 
 @dataclass
@@ -77,28 +89,54 @@ class ContainerKernels:
         self.store = store
         self.events = events
         self.background = background
+        self.remote = config.remote_kernels
         self.containers_dir = config.data_dir / "containers"
         self.containers_dir.mkdir(parents=True, exist_ok=True)
+        #: where container directories live, as the kernels see it; with remote kernels one
+        #: directory per server (its id is kept in the data dir), so that servers sharing a
+        #: gateway never sweep each other's containers
+        self.workdir_root = str(self.containers_dir)
+        if self.remote:
+            root, sid = config.remote_workdir_root, server_id(config.data_dir)
+            self.workdir_root = posixpath.join(root, sid)
         self.pool: KernelPool[KernelSession] = KernelPool(
             manager,
             size=config.pool_size,
             kernel_name=confinement.kernel_name(config.kernel_name),
-            new_workdir=lambda: str(self.containers_dir / new_id("cntr_")),
+            new_workdir=lambda: posixpath.join(self.workdir_root, new_id("cntr_")),
             start_kwargs=confinement.start_kwargs,
             prepare=self._prepare_kernel,
             discard=self._discard_session,
             log=log,
+            # a remote kernel's death reaches its session (websocket): no REST call per take
+            usable=(lambda s: not s.kernel_lost) if self.remote else None,
         )
         self.slots: dict[str, Slot] = {}
         #: owner of every live container kernel until it is shut down ("" while nobody's)
         self.kernel_owners: dict[str, str] = {}
+        self._swept = False
+        #: names of the container directories this run of the server made (the sweep keeps
+        #: them even before their container is registered: a pool kernel's, a create's)
+        self._made: set[str] = set()
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Sweep directories no container owns (a crashed pool's) and start the pool."""
-        for entry in self.containers_dir.iterdir():
-            if entry.name.startswith("cntr_") and self.store.get_container(entry.name) is None:
-                await asyncio.to_thread(shutil.rmtree, entry, True)
+        """Clear what a crashed run left and start the pool.
+
+        Local kernels: directories no container owns (a crashed pool's) are removed here; the
+        kernels died with the server. Remote kernels outlive a crash on their gateway: every
+        kernel this server started and did not shut down is shut down now through the gateway
+        (their containers get fresh kernels on next use and report ``state_reset``), and the
+        directory sweep runs on the kernels' side, in the first kernel the pool prepares.
+        """
+        if self.remote:
+            await asyncio.gather(*map(self._shutdown_orphan, self.store.kernel_ids()))
+        else:
+            for kernel_id in self.store.kernel_ids():  # local kernels are never reattached
+                self.store.remove_kernel(kernel_id)
+            for entry in self.containers_dir.iterdir():
+                if entry.name.startswith("cntr_") and self.store.get_container(entry.name) is None:
+                    await asyncio.to_thread(shutil.rmtree, entry, True)
         await self.confinement.start()
         self.pool.start()
 
@@ -130,31 +168,92 @@ class ContainerKernels:
     async def _prepare_kernel(self, kernel_id: str, workdir: str) -> KernelSession:
         # A pool kernel is prepared as the container it will become: its id and directory are
         # chosen before it starts, so handing it out needs no set-up round trip to the kernel.
+        self._made.add(posixpath.basename(workdir))
         session = KernelSession(
             self.manager.get(kernel_id),
             self.confinement.inside_workdir(workdir),
             interrupt_grace_s=self.config.interrupt_grace_s,
+            # a remote kernel's death is pushed to its session (engine.channel); polling the
+            # gateway is only the fallback and costs a REST call each time
+            alive_poll_s=2.0 if self.remote else 0.25,
         )
         confinement = self.confinement
         session.death_reason = lambda: confinement.death_reason(kernel_id)
+        self.store.add_kernel(kernel_id)
         await session.start()
         await session.warm_up()
+        if self.remote and not self._swept:
+            self._swept = True
+            await self._sweep_remote(session)
         return session
 
+    async def _sweep_remote(self, session: KernelSession) -> None:
+        """Remove container directories no container owns, on the kernels' side."""
+        try:
+            names = await session.list_container_dirs()
+            orphans = [
+                n for n in names if n not in self._made and self.store.get_container(n) is None
+            ]
+            if orphans:
+                removed = await session.remove_container_dirs(orphans)
+                log.info("exec-sessions: removed %d orphaned container directories", len(removed))
+        except Exception:
+            log.warning("exec-sessions: sweep of container directories failed", exc_info=True)
+
+    async def _shutdown_orphan(self, kernel_id: str) -> None:
+        """Shut down a remote kernel a previous run of this server left (a crash)."""
+        try:
+            if await self.manager.shutdown_unknown(kernel_id):
+                log.info("exec-sessions: shut down remote kernel %s left by a crash", kernel_id)
+        except Exception:
+            log.warning("could not shut down remote kernel %s", kernel_id, exc_info=True)
+            return
+        self.store.remove_kernel(kernel_id)
+
     async def _discard_session(self, session: KernelSession, workdir: str) -> None:
-        await session.close()
-        self._remove_unclaimed(workdir)
+        if self.remote:
+            name = posixpath.basename(workdir)
+            if self.store.get_container(name) is None and not session.kernel_lost:
+                with contextlib.suppress(Exception):
+                    await session.remove_container_dirs([name])
+            await session.close()
+        else:
+            await session.close()
+            self._remove_unclaimed(workdir)
+        kernel_id = getattr(session.kernel, "kernel_id", None)
+        if kernel_id:
+            self.store.remove_kernel(kernel_id)
 
     def _remove_unclaimed(self, workdir: str) -> None:
-        """Remove a pool kernel's directory that never became a container's."""
+        """Remove a (local) pool kernel's directory that never became a container's."""
         if self.store.get_container(posixpath.basename(workdir)) is None:
             self.background.spawn(asyncio.to_thread(shutil.rmtree, workdir, True))
+
+    async def _remove_workdir(self, workdir: str) -> None:
+        """Remove a container's directory where it lives: locally, or through a kernel.
+
+        Remote kernels: through a pool kernel (container directories are siblings on the
+        kernels' side), after the container's own kernel was shut down: that one may be stuck
+        in code that ignores interrupts.
+        """
+        if not self.remote:
+            await asyncio.to_thread(shutil.rmtree, Path(workdir), True)
+            return
+        name = posixpath.basename(workdir)
+        try:
+            async with self.pool.borrow() as session:
+                await session.remove_container_dirs([name])
+        except Exception:
+            log.warning(
+                "exec-sessions: could not remove %s on the kernels' side", workdir, exc_info=True
+            )
 
     async def _shutdown(self, live: LiveKernel) -> None:
         with contextlib.suppress(Exception):
             await live.session.close()
         await self.manager.shutdown(live.kernel_id)
         self.kernel_owners.pop(live.kernel_id, None)
+        self.store.remove_kernel(live.kernel_id)
 
     # ------------------------------------------------------------------ attach
     async def attach(
@@ -182,8 +281,12 @@ class ContainerKernels:
         if workdir is not None and pooled.workdir != workdir:
             unclaimed, pooled.workdir = pooled.workdir, workdir
             session.workdir = self.confinement.inside_workdir(workdir)
-            session.start_setup_nowait()
-            self._remove_unclaimed(unclaimed)
+            if self.remote:  # the kernel removes it, in the same request
+                owned = self.store.get_container(posixpath.basename(unclaimed)) is not None
+                session.start_setup_nowait(drop=None if owned else unclaimed)
+            else:
+                session.start_setup_nowait()
+                self._remove_unclaimed(unclaimed)
         live = LiveKernel(pooled.kernel_id, session, pooled.workdir)
         try:
             await self.confinement.confine(pooled.kernel_id, memory_limit, network)
@@ -206,7 +309,10 @@ class ContainerKernels:
         """
         live = slot.live
         if live is not None:
-            if not live.restarted and await self.manager.is_alive(live.kernel_id):
+            # remote kernels: the session's websocket hears of a death or a gateway restart,
+            # so no REST round trip to the gateway is needed on every use
+            alive = not live.restarted and not live.session.kernel_lost
+            if alive and (self.remote or await self.manager.is_alive(live.kernel_id)):
                 return live
             reason = "kernel_died"
             slot.live = None
@@ -266,4 +372,4 @@ class ContainerKernels:
                 live, slot.live = slot.live, None
                 await self._shutdown(live)
         if remove:
-            await asyncio.to_thread(shutil.rmtree, Path(workdir), True)
+            await self._remove_workdir(workdir)

@@ -12,9 +12,10 @@ that directory at launch; :meth:`KernelPool.start_for` starts a kernel for a giv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from ..errors import KernelError
@@ -49,6 +50,7 @@ class KernelPool(Generic[T]):
         discard: Callable[[T, str], Awaitable[None]],
         log: logging.Logger | None = None,
         refill_delay: float = 0.5,
+        usable: Callable[[T], bool] | None = None,
     ) -> None:
         self.kernels = kernels
         self.size = size
@@ -58,6 +60,9 @@ class KernelPool(Generic[T]):
         self._start_kwargs = start_kwargs
         self._prepare = prepare
         self._discard = discard
+        #: tells from the prepared object whether a kernel is still usable (instead of asking
+        #: the kernel manager: for remote kernels that is a REST call per take)
+        self._usable = usable
         self.log = log or logging.getLogger(__name__)
         self._ready: deque[PooledKernel[T]] = deque()
         self._wakeup = asyncio.Event()
@@ -97,7 +102,11 @@ class KernelPool(Generic[T]):
         try:
             while self._ready:
                 item = self._ready.popleft()
-                if await self.kernels.is_alive(item.kernel_id):
+                if self._usable is not None:
+                    ok = self._usable(item.prepared)
+                else:
+                    ok = await self.kernels.is_alive(item.kernel_id)
+                if ok:
                     return item, True
                 await self._dispose(item)
             return await self._start_one(refill=False), False
@@ -107,6 +116,24 @@ class KernelPool(Generic[T]):
     async def start_for(self, workdir: str) -> PooledKernel[T]:
         """Start (cold) and prepare a kernel for an existing directory."""
         return await self._start_one(refill=False, workdir=workdir)
+
+    @contextlib.asynccontextmanager
+    async def borrow(self) -> AsyncIterator[T]:
+        """A prepared kernel for a short chore; back into the pool afterwards.
+
+        A kernel started cold for it (empty pool) is shut down afterwards; a kernel whose
+        chore failed is disposed of.
+        """
+        item, from_pool = await self.take()
+        try:
+            yield item.prepared
+        except BaseException:
+            await self._dispose(item)
+            raise
+        if from_pool and not self._closing and len(self._ready) < self.size:
+            self._ready.appendleft(item)
+        else:
+            await self._dispose(item)
 
     def _schedule_refill(self) -> None:
         if self.refill_delay <= 0:

@@ -69,6 +69,10 @@ CREATE TABLE IF NOT EXISTS stored_files (
     purpose TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kernels (
+    kernel_id TEXT PRIMARY KEY,
+    started_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
@@ -180,6 +184,22 @@ class Store:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+    # ------------------------------------------------------------------ kernels
+    def add_kernel(self, kernel_id: str) -> None:
+        """Remember a kernel this server started (until :meth:`remove_kernel`)."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO kernels (kernel_id, started_at) VALUES (?, ?)",
+            (kernel_id, time.time()),
+        )
+
+    def remove_kernel(self, kernel_id: str) -> None:
+        """Forget a kernel: it was shut down."""
+        self._db.execute("DELETE FROM kernels WHERE kernel_id = ?", (kernel_id,))
+
+    def kernel_ids(self) -> list[str]:
+        """Kernels started and not known to be shut down (after a crash: possibly alive)."""
+        return [r[0] for r in self._db.execute("SELECT kernel_id FROM kernels")]
 
     # ------------------------------------------------------------------ containers
     def insert_container(

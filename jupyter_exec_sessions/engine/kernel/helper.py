@@ -21,6 +21,8 @@ import base64
 import errno
 import json
 import os
+import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -36,6 +38,9 @@ OUTPUT_DIR = ".exec_output"
 #: to users are under it in every mode. Same value as ``_contract.CONTAINER_ROOT``.
 PUBLIC_ROOT = "/mnt/data"
 MAX_LIST_ENTRIES = 10_000
+
+#: Names of container directories (siblings of this kernel's workdir) the helper may remove.
+_CONTAINER_DIR = re.compile(r"^cntr_[0-9a-f]{32,64}$")
 
 #: Per-kernel state: ``workdir`` (as given), ``root`` (its realpath), ``shell_dir``.
 _state: dict[str, Any] = {}
@@ -57,14 +62,18 @@ def publish(mime: str, obj: Any) -> None:
     get_ipython().display_pub.publish({mime: obj}, metadata={})
 
 
-def setup(workdir: str) -> dict[str, Any]:
+def setup(workdir: str, drop: str | None = None) -> dict[str, Any]:
     """Create and enter the working directory; make the shell state dir (in the temp dir).
 
     A different workdir than the previous setup's (a pre-warmed pool kernel given to a
-    container) starts a fresh shell state.
+    container) starts a fresh shell state. ``drop``: a container directory beside the new
+    workdir to remove (the one a pool kernel prepared and that no container claimed).
     """
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
+    sibling = drop and os.path.dirname(drop) == os.path.dirname(workdir) and drop != workdir
+    if sibling and _CONTAINER_DIR.match(os.path.basename(drop or "")):
+        shutil.rmtree(drop or "", ignore_errors=True)
     if _state.get("workdir") not in (None, workdir) and _state.get("shell_dir"):
         state_file = os.path.join(_state["shell_dir"], "state.sh")
         if os.path.exists(state_file):
@@ -198,7 +207,45 @@ def op_shell(args: dict[str, Any]) -> dict[str, Any]:
     )
 
 
+def _container_dirs_root() -> str:
+    """The directory holding this kernel's workdir and its sibling container directories."""
+    return os.path.dirname(str(_state["workdir"]).rstrip("/"))
+
+
+def op_list_dirs(args: dict[str, Any]) -> dict[str, Any]:
+    """Names of the container directories beside this kernel's workdir (its own excluded)."""
+    root = _container_dirs_root()
+    own = os.path.basename(_state["workdir"].rstrip("/"))
+    try:
+        names = sorted(os.listdir(root))
+    except FileNotFoundError:
+        names = []
+    dirs = [n for n in names if _CONTAINER_DIR.match(n) and n != own]
+    return {"ok": True, "dirs": dirs}
+
+
+def op_remove_dirs(args: dict[str, Any]) -> dict[str, Any]:
+    """Remove container directories (by name) beside this kernel's workdir, its own included.
+
+    Removing its own workdir moves the kernel to the parent directory first.
+    """
+    root = _container_dirs_root()
+    removed = []
+    for name in args["names"]:
+        if not isinstance(name, str) or not _CONTAINER_DIR.match(name):
+            raise HelperError("invalid_path", f"{name!r} is not a container directory name")
+        path = os.path.join(root, name)
+        if path == _state["workdir"].rstrip("/"):
+            os.chdir(root)
+        shutil.rmtree(path, ignore_errors=True)
+        if not os.path.exists(path):
+            removed.append(name)
+    return {"ok": True, "removed": removed}
+
+
 _OPS = {
+    "list_dirs": op_list_dirs,
+    "remove_dirs": op_remove_dirs,
     "list": op_list,
     "write": op_write,
     "read": op_read,
@@ -246,7 +293,7 @@ if any(getattr(sys.modules.get(n), "SOURCE_HASH", None) != A["hash"] for n, _ in
         if _old is not None and isinstance(getattr(_old, "_state", None), dict):
             _m._state.update(_old._state)
         sys.modules[_name] = _m
-_r = _m.setup(A["workdir"])
+_r = _m.setup(A["workdir"], A.get("drop"))
 if A.get("publish"):
     _m.publish(_m.RESULT_MIME, _r)
 """
