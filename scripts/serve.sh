@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+bash .ci/install-node.sh  # builds the JupyterLab panel during the install below
+export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/python -m pip install --quiet -e ".[lab]"
 PORT=${PORT:-8888}
 TOKEN=${JUPYTER_TOKEN:-$(.venv/bin/python -c 'import secrets; print(secrets.token_hex(24))')}

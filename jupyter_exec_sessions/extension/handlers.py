@@ -19,7 +19,13 @@ from .base import (
     openai_errors,
     owner_of,
 )
-from .streaming import EventsHandler, ExecutionsHandler, InterruptHandler, ResolutionsHandler
+from .streaming import (
+    EventsHandler,
+    ExecutionHandler,
+    ExecutionsHandler,
+    InterruptHandler,
+    ResolutionsHandler,
+)
 
 __all__ = ["default_handlers", "error_body", "owner_of"]
 
@@ -173,6 +179,7 @@ default_handlers: list[tuple[str, type[ExecSessionsHandler]]] = [
     (rf"/{API_PATH}/containers/{_ID}/files/{_ID}/content/?", FileContentHandler),
     (rf"/{API_PATH}/containers/{_ID}/files/{_ID}/?", FileHandler),
     (rf"/{API_PATH}/containers/{_ID}/executions/?", ExecutionsHandler),
+    (rf"/{API_PATH}/containers/{_ID}/executions/{_ID}/?", ExecutionHandler),
     (rf"/{API_PATH}/containers/{_ID}/interrupt/?", InterruptHandler),
     (rf"/{API_PATH}/containers/{_ID}/resolutions/?", ResolutionsHandler),
     (rf"/{API_PATH}/events/?", EventsHandler),

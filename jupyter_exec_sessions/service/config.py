@@ -35,6 +35,8 @@ class ServiceConfig:
     minute_seconds: float
     reaper_interval: float
     interrupt_grace_s: float
+    execution_history_size: int
+    execution_history_outputs: int
 
     @classmethod
     def from_traits(cls, source: Any) -> ServiceConfig:
