@@ -25,7 +25,7 @@ import pytest
 from conftest import ARTIFACTS, RunningServer, _launch
 from test_browser_monitor import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
-from jupyter_exec_sessions.mcp_server import CONTAINER_META_KEY, SESSION_META_KEY, TURN_META_KEY
+from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
 
 PANEL = "#jupyter-exec-sessions-panel"
 CONSOLE: list[str] = []  # the browser's console messages
@@ -66,9 +66,9 @@ def mcp_call(
     Each call is a new MCP session: without ``container_id`` (sent as ``_meta``) it gets a
     container of its own.
     """
-    meta = {SESSION_META_KEY: session_id, TURN_META_KEY: turn_id}
+    meta = {META_SESSION_ID: session_id, META_TURN_ID: turn_id}
     if container_id is not None:
-        meta[CONTAINER_META_KEY] = container_id
+        meta[META_CONTAINER_ID] = container_id
     from mcp import Client
     from mcp.client.streamable_http import streamable_http_client
     from mcp_types import TextContent
