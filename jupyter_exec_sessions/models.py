@@ -46,6 +46,8 @@ __all__ = [
     "ExecSessionsInfo",
     "Execution",
     "ExecutionMetadata",
+    "ExecutionRecord",
+    "ExecutionRecordList",
     "ExecutionRequest",
     "ExecutionStatus",
     "ExecutionStreamEvent",
@@ -373,6 +375,47 @@ class Execution(_Wire):
     duration_ms: float = 0.0
     metadata: ExecutionMetadata | None = None
     created_at: int = 0
+
+
+class ExecutionRecord(_Wire):
+    """One entry of a container's executions history (``GET …/executions``).
+
+    In a listing ``code`` / ``commands`` are previews (``preview_truncated`` says when they
+    were cut) and ``outputs`` / ``shell_output`` are present only for the container's most
+    recent executions; ``GET …/executions/{id}`` answers the whole record. Times are unix
+    seconds; ``started_at`` / ``completed_at`` are null while queued / running.
+    """
+
+    id: str
+    object: Literal["container.execution"] = "container.execution"
+    container_id: str
+    type: Literal["python", "shell"]
+    status: ExecutionStatus
+    code: str | None = None
+    commands: list[str] | None = None
+    preview_truncated: bool = False
+    created_at: float
+    started_at: float | None = None
+    completed_at: float | None = None
+    duration_ms: float | None = None
+    session_id: str | None = None
+    turn_id: str | None = None
+    state_reset: bool = False
+    truncated: bool = False
+    execution_count: int | None = None
+    full_output_file: str | None = None
+    outputs: list[Output] | None = None
+    shell_output: list[ShellCallOutput] | None = None
+
+
+class ExecutionRecordList(_Wire):
+    """A cursor page of a container's executions history, newest first by default."""
+
+    object: Literal["list"] = "list"
+    data: list[ExecutionRecord]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
 
 
 class ExecutionStreamEvent(_Wire):

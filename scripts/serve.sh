@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+bash .ci/install-node.sh  # builds the JupyterLab panel during the install below
+export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/python -m pip install --quiet -e ".[lab]"
 # bubblewrap confines container kernels; without it the server runs them unconfined (logged)
 bash .ci/install-sandbox.sh || echo "serve: bubblewrap not installed: containers run without a sandbox" >&2

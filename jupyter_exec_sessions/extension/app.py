@@ -123,6 +123,16 @@ class ExecSessionsApp(ExtensionApp):
         " directories (in a subdirectory named by its server id). Local kernels use the"
         " containers directory in data_dir.",
     ).tag(config=True)
+    execution_history_size = Int(
+        100,
+        help="Executions kept per container in its history (GET …/executions, the JupyterLab"
+        " panel's timeline); older ones are dropped.",
+    ).tag(config=True)
+    execution_history_outputs = Int(
+        5,
+        help="How many of a container's most recent executions carry their outputs in a"
+        " history listing (every one does when retrieved by id).",
+    ).tag(config=True)
 
     service: ContainerService
 

@@ -26,7 +26,13 @@ from .base import (
 )
 from .body import MULTIPART_OVERHEAD
 from .openapi import build_openapi
-from .streaming import EventsHandler, ExecutionsHandler, InterruptHandler, ResolutionsHandler
+from .streaming import (
+    EventsHandler,
+    ExecutionHandler,
+    ExecutionsHandler,
+    InterruptHandler,
+    ResolutionsHandler,
+)
 
 __all__ = ["ROUTES", "default_handlers", "error_body", "owner_of", "route_pattern"]
 
@@ -293,6 +299,7 @@ ROUTES: list[tuple[str, type[ExecSessionsHandler]]] = [
     ("/containers/{container_id}/files/{file_id}/content", FileContentHandler),
     ("/containers/{container_id}/files/{file_id}", FileHandler),
     ("/containers/{container_id}/executions", ExecutionsHandler),
+    ("/containers/{container_id}/executions/{execution_id}", ExecutionHandler),
     ("/containers/{container_id}/interrupt", InterruptHandler),
     ("/containers/{container_id}/resolutions", ResolutionsHandler),
     ("/files", StoredFilesHandler),

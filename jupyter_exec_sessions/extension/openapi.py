@@ -129,6 +129,25 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "get",
+        f"{_CID}/executions",
+        "listExecutions",
+        "The container's executions history, newest first (a cursor page).",
+        models.ExecutionRecordList,
+        query=_PAGE,
+        description=(
+            "Bounded per container (`execution_history_size`); the most recent few carry their"
+            " outputs. Readable after the container expired."
+        ),
+    ),
+    Operation(
+        "get",
+        f"{_CID}/executions/{{execution_id}}",
+        "retrieveExecution",
+        "One execution of the container's history, whole.",
+        models.ExecutionRecord,
+    ),
+    Operation(
         "post",
         f"{_CID}/interrupt",
         "interruptContainer",

@@ -39,9 +39,21 @@ def _no_delay(handler: web.RequestHandler) -> None:
 
 
 class ExecutionsHandler(ExecSessionsHandler):
-    """``/containers/{id}/executions``: run Python or shell, buffered or streamed."""
+    """``/containers/{id}/executions``: run Python or shell, buffered or streamed; history."""
 
     _task: asyncio.Task[Any] | None = None
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def get(self, container_id: str) -> None:
+        """A cursor page of the container's recent executions, newest first by default."""
+        after, limit, order = self.page_args()
+        self.send_model(
+            self.service.executions.history(
+                self.owner, container_id, after=after, limit=limit, order=order
+            )
+        )
 
     @web.authenticated
     @authorized_to_execute
@@ -129,6 +141,17 @@ class ExecutionsHandler(ExecSessionsHandler):
         if self._task is not None and not self._task.done():
             self._task.cancel()
         super().on_connection_close()
+
+
+class ExecutionHandler(ExecSessionsHandler):
+    """``/containers/{id}/executions/{exec_id}``: one execution of the history, whole."""
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def get(self, container_id: str, execution_id: str) -> None:
+        """Retrieve one execution record."""
+        self.send_model(self.service.executions.retrieve(self.owner, container_id, execution_id))
 
 
 class InterruptHandler(ExecSessionsHandler):

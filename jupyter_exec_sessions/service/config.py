@@ -36,6 +36,8 @@ class ServiceConfig:
     minute_seconds: float
     reaper_interval: float
     interrupt_grace_s: float
+    execution_history_size: int
+    execution_history_outputs: int
     #: kernels live elsewhere (a gateway): nothing of theirs is on the server's filesystem
     remote_kernels: bool
     #: with remote kernels: where container directories go, on the kernels' side

@@ -16,11 +16,13 @@ from typing import Any
 
 from .._contract import OutputSink, new_id
 from ..engine import RunResult
-from ..errors import InvalidRequestError, PayloadTooLargeError, QueueFullError
+from ..errors import InvalidRequestError, NotFoundError, PayloadTooLargeError, QueueFullError
 from ..models import (
     Execution,
     ExecutionCompletedData,
     ExecutionMetadata,
+    ExecutionRecord,
+    ExecutionRecordList,
     ExecutionRequest,
     ExecutionStartedData,
     PythonExecutionRequest,
@@ -29,9 +31,12 @@ from .config import ServiceConfig
 from .containers import Containers
 from .events import EventBus
 from .kernels import ContainerKernels
-from .store import Store
+from .store import ExecutionRow, Store
 
-__all__ = ["Executions"]
+__all__ = ["PREVIEW_CHARS", "Executions"]
+
+#: Characters of code (or of each shell command) a history listing shows.
+PREVIEW_CHARS = 2000
 
 
 class Executions:
@@ -96,6 +101,7 @@ class Executions:
                 retry_after=1.0,
             )
         meta = request.metadata or ExecutionMetadata()
+        created_at = time.time()
         execution = Execution(
             id=new_id("exec_"),
             container_id=container_id,
@@ -121,6 +127,19 @@ class Executions:
             live = await self.kernels.ensure_live(row, slot)
             execution.state_reset = self.store.take_state_lost(row.id)
             started = True
+            self.store.begin_execution(
+                execution.id,
+                container_id,
+                type=request.type,
+                source=request.code
+                if isinstance(request, PythonExecutionRequest)
+                else list(request.commands),
+                created_at=created_at,
+                started_at=time.time(),
+                session_id=meta.session_id,
+                turn_id=meta.turn_id,
+                keep=self.config.execution_history_size,
+            )
             self.events.emit(
                 ExecutionStartedData(
                     execution_id=execution.id,
@@ -155,6 +174,9 @@ class Executions:
                 inner.cancel()
                 with contextlib.suppress(BaseException):
                     await asyncio.wait({inner}, timeout=self.config.interrupt_grace_s + 5)
+                execution.status = "cancelled"
+                execution.duration_ms = round((time.perf_counter() - t0) * 1000, 3)
+                self._finish_history(execution)
                 raise
             finally:
                 slot.running = None
@@ -196,8 +218,9 @@ class Executions:
         execution: Execution,
         meta: ExecutionMetadata,
     ) -> None:
-        """Count the execution and publish its one ``execution.completed`` event."""
-        with self.store.transaction():  # one commit for the counters and the event
+        """Count the execution, close its history entry, publish its ``execution.completed``."""
+        with self.store.transaction():  # one commit for the counters, history and the event
+            self._finish_history(execution)
             if not gone:
                 self.store.record_execution(
                     container_id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
@@ -215,6 +238,43 @@ class Executions:
                 owner=owner,
                 container_id=container_id,
             )
+
+    def _finish_history(self, execution: Execution) -> None:
+        self.store.finish_execution(
+            execution.id,
+            status=execution.status,
+            completed_at=time.time(),
+            result=execution.model_dump(mode="json"),
+        )
+
+    def history(
+        self, owner: str, container_id: str, *, after: str | None, limit: int, order: str
+    ) -> ExecutionRecordList:
+        """A cursor page of the container's executions history (readable once expired)."""
+        row = self.containers.owned(owner, container_id)
+        rows, has_more = self.store.list_executions(row.id, after=after, limit=limit, order=order)
+        with_outputs = self.store.newest_execution_ids(
+            row.id, self.config.execution_history_outputs
+        )
+        data = [_record(r, preview=True, outputs=r.id in with_outputs) for r in rows]
+        return ExecutionRecordList(
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=has_more,
+        )
+
+    def retrieve(self, owner: str, container_id: str, execution_id: str) -> ExecutionRecord:
+        """One execution of the container's history, whole."""
+        row = self.containers.owned(owner, container_id)
+        found = self.store.get_execution(row.id, execution_id)
+        if found is None:
+            raise NotFoundError(
+                f"No execution found with id '{execution_id}' in this container's history.",
+                param="execution_id",
+                code="execution_not_found",
+            )
+        return _record(found, preview=False, outputs=True)
 
     @staticmethod
     def _apply(execution: Execution, result: RunResult) -> None:
@@ -234,3 +294,55 @@ class Executions:
             slot.interrupted = True
             await slot.live.session.interrupt()
         return {"id": row.id, "object": "container.interrupt", "interrupted": busy}
+
+
+def _cut(text: str) -> tuple[str, bool]:
+    if len(text) <= PREVIEW_CHARS:
+        return text, False
+    return text[:PREVIEW_CHARS] + "…", True
+
+
+def _record(row: ExecutionRow, *, preview: bool, outputs: bool) -> ExecutionRecord:
+    """The wire record of a stored execution."""
+    code: str | None = None
+    commands: list[str] | None = None
+    cut = False
+    if isinstance(row.source, str):
+        code = row.source
+        if preview:
+            code, cut = _cut(code)
+    else:
+        commands = list(row.source)
+        if preview:
+            pairs = [_cut(c) for c in commands]
+            commands = [c for c, _ in pairs]
+            cut = any(t for _, t in pairs)
+    result = Execution.model_validate(row.result) if row.result is not None else None
+    record = ExecutionRecord(
+        id=row.id,
+        container_id=row.container_id,
+        type="shell" if row.type == "shell" else "python",
+        status=result.status if result is not None else "in_progress",
+        code=code,
+        commands=commands,
+        preview_truncated=cut,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        completed_at=row.completed_at,
+        session_id=row.session_id,
+        turn_id=row.turn_id,
+    )
+    if row.result is None and row.status != "in_progress":
+        record.status = "cancelled"  # the server stopped while it ran
+    if result is not None:
+        record.duration_ms = result.duration_ms
+        record.state_reset = result.state_reset
+        record.truncated = result.truncated
+        record.execution_count = result.execution_count
+        record.full_output_file = result.full_output_file
+        if outputs:
+            record.outputs = list(result.outputs)
+            record.shell_output = (
+                list(result.shell_output) if result.shell_output is not None else None
+            )
+    return record

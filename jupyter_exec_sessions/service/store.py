@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ContainerRow", "EventRow", "FileRow", "Store", "StoredFileRow"]
+__all__ = ["ContainerRow", "EventRow", "ExecutionRow", "FileRow", "Store", "StoredFileRow"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -73,6 +73,21 @@ CREATE TABLE IF NOT EXISTS kernels (
     kernel_id TEXT PRIMARY KEY,
     started_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS executions (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT UNIQUE NOT NULL,
+    container_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    session_id TEXT,
+    turn_id TEXT,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS executions_container ON executions(container_id, n);
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
@@ -134,6 +149,28 @@ class StoredFileRow:
 
 
 @dataclass
+class ExecutionRow:
+    """One execution of a container's history as stored.
+
+    ``source`` is the code (python) or the list of commands (shell); ``result`` is the
+    finished execution object as JSON (None while queued or running).
+    """
+
+    n: int
+    id: str
+    container_id: str
+    type: str
+    status: str
+    source: str | list[str]
+    created_at: float
+    started_at: float | None
+    completed_at: float | None
+    session_id: str | None
+    turn_id: str | None
+    result: dict[str, Any] | None
+
+
+@dataclass
 class EventRow:
     """One stored event."""
 
@@ -165,6 +202,12 @@ class Store:
             self._db.execute(
                 "ALTER TABLE containers ADD COLUMN implicit INTEGER NOT NULL DEFAULT 0"
             )
+        # A server holds its registry exclusively: nothing is running when it opens it.
+        self._db.execute(
+            "UPDATE executions SET status = 'cancelled', completed_at = COALESCE(completed_at, ?)"
+            " WHERE status = 'in_progress'",
+            (time.time(),),
+        )
         self._events_since_prune = 0
 
     @contextlib.contextmanager
@@ -375,6 +418,89 @@ class Store:
             self._db.execute("DELETE FROM containers WHERE id = ?", (id,))
             self._db.execute("DELETE FROM files WHERE container_id = ?", (id,))
             self._db.execute("DELETE FROM tags WHERE container_id = ?", (id,))
+            self._db.execute("DELETE FROM executions WHERE container_id = ?", (id,))
+
+    # ------------------------------------------------------------------ executions
+    def begin_execution(
+        self,
+        id: str,
+        container_id: str,
+        *,
+        type: str,
+        source: str | list[str],
+        created_at: float,
+        started_at: float,
+        session_id: str | None,
+        turn_id: str | None,
+        keep: int,
+    ) -> None:
+        """Record a started execution; keep only the container's ``keep`` newest."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO executions (id, container_id, type, status, source, created_at,"
+                " started_at, session_id, turn_id) VALUES (?,?,?,'in_progress',?,?,?,?,?)",
+                (
+                    id,
+                    container_id,
+                    type,
+                    json.dumps(source),
+                    created_at,
+                    started_at,
+                    session_id,
+                    turn_id,
+                ),
+            )
+            self._db.execute(
+                "DELETE FROM executions WHERE container_id = ? AND n NOT IN"
+                " (SELECT n FROM executions WHERE container_id = ? ORDER BY n DESC LIMIT ?)",
+                (container_id, container_id, max(keep, 1)),
+            )
+
+    def finish_execution(
+        self, id: str, *, status: str, completed_at: float, result: dict[str, Any]
+    ) -> None:
+        """Record how a started execution ended (its whole execution object)."""
+        self._db.execute(
+            "UPDATE executions SET status = ?, completed_at = ?, result = ? WHERE id = ?",
+            (status, completed_at, json.dumps(result), id),
+        )
+
+    def list_executions(
+        self, container_id: str, *, after: str | None, limit: int, order: str
+    ) -> tuple[list[ExecutionRow], bool]:
+        """A cursor page of the container's recorded executions and whether more follow."""
+        where = ["container_id = ?"]
+        args: list[Any] = [container_id]
+        desc = order == "desc"
+        if after is not None:
+            r = self._db.execute(
+                "SELECT n FROM executions WHERE id = ? AND container_id = ?", (after, container_id)
+            ).fetchone()
+            if r is None:
+                return [], False
+            where.append("n < ?" if desc else "n > ?")
+            args.append(r[0])
+        sql = (
+            f"SELECT * FROM executions WHERE {' AND '.join(where)}"
+            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
+        )
+        rows = [_execution(r) for r in self._db.execute(sql, [*args, limit + 1]).fetchall()]
+        return rows[:limit], len(rows) > limit
+
+    def newest_execution_ids(self, container_id: str, count: int) -> set[str]:
+        """Ids of the container's ``count`` most recent executions."""
+        rows = self._db.execute(
+            "SELECT id FROM executions WHERE container_id = ? ORDER BY n DESC LIMIT ?",
+            (container_id, count),
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def get_execution(self, container_id: str, id: str) -> ExecutionRow | None:
+        """One recorded execution of the container."""
+        r = self._db.execute(
+            "SELECT * FROM executions WHERE id = ? AND container_id = ?", (id, container_id)
+        ).fetchone()
+        return _execution(r) if r is not None else None
 
     # ------------------------------------------------------------------ files
     def upsert_file(
@@ -573,4 +699,21 @@ def _file(r: sqlite3.Row) -> FileRow:
         bytes=r["bytes"],
         source=r["source"],
         created_at=r["created_at"],
+    )
+
+
+def _execution(r: sqlite3.Row) -> ExecutionRow:
+    return ExecutionRow(
+        n=r["n"],
+        id=r["id"],
+        container_id=r["container_id"],
+        type=r["type"],
+        status=r["status"],
+        source=json.loads(r["source"]),
+        created_at=r["created_at"],
+        started_at=r["started_at"],
+        completed_at=r["completed_at"],
+        session_id=r["session_id"],
+        turn_id=r["turn_id"],
+        result=json.loads(r["result"]) if r["result"] else None,
     )
