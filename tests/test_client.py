@@ -134,7 +134,7 @@ def test_sync_client_covers_containers_files_and_executions(server: RunningServe
         feed = client.events()
         first = next(feed)
         assert first.seq >= 0 and first.type
-        feed.close()  # type: ignore[attr-defined]
+        feed.close()
 
         live = client.events(first.seq, keepalives=True, read_timeout=30)
         assert next(live) is None  # the stream is open: what happens now is in the feed
@@ -142,7 +142,7 @@ def test_sync_client_covers_containers_files_and_executions(server: RunningServe
         ids.append(made.id)
         later = next(e for e in live if e is not None and e.container_id == made.id)
         assert later.type == "container.created" and later.seq > first.seq
-        live.close()  # type: ignore[attr-defined]
+        live.close()
 
         for container_id in ids:
             assert client.delete_container(container_id).deleted is True

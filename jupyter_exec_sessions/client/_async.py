@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from types import TracebackType
 from typing import Literal, overload
 
@@ -227,7 +227,7 @@ class AsyncClient(_Base):
         *,
         keepalives: Literal[False] = False,
         read_timeout: float | None = None,
-    ) -> AsyncIterator[Event]: ...
+    ) -> AsyncGenerator[Event, None]: ...
 
     @overload
     def events(
@@ -236,7 +236,7 @@ class AsyncClient(_Base):
         *,
         keepalives: Literal[True],
         read_timeout: float | None = None,
-    ) -> AsyncIterator[Event | None]: ...
+    ) -> AsyncGenerator[Event | None, None]: ...
 
     async def events(
         self,
@@ -244,7 +244,7 @@ class AsyncClient(_Base):
         *,
         keepalives: bool = False,
         read_timeout: float | None = None,
-    ) -> AsyncIterator[Event | None]:
+    ) -> AsyncGenerator[Event | None, None]:
         """Follow the caller's live events feed, resuming after ``last_event_id``.
 
         With ``keepalives=True`` the feed also yields ``None`` once the stream is open (the

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from types import TracebackType
 from typing import Literal, overload
 
@@ -217,7 +217,7 @@ class Client(_Base):
         *,
         keepalives: Literal[False] = False,
         read_timeout: float | None = None,
-    ) -> Iterator[Event]: ...
+    ) -> Generator[Event, None, None]: ...
 
     @overload
     def events(
@@ -226,7 +226,7 @@ class Client(_Base):
         *,
         keepalives: Literal[True],
         read_timeout: float | None = None,
-    ) -> Iterator[Event | None]: ...
+    ) -> Generator[Event | None, None, None]: ...
 
     def events(
         self,
@@ -234,7 +234,7 @@ class Client(_Base):
         *,
         keepalives: bool = False,
         read_timeout: float | None = None,
-    ) -> Iterator[Event | None]:
+    ) -> Generator[Event | None, None, None]:
         """Follow the caller's live events feed; arguments as in ``AsyncClient.events``."""
         call = _events_call(last_event_id)
         for frame in self._transport.stream(call, read_timeout=read_timeout):

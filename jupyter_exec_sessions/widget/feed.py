@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from ..client import AsyncClient
 from ..client._transport import is_unreachable
 from ..errors import ExecSessionsError, NotFoundError
+from ..models import Event
 from .state import MonitorState
 
 __all__ = ["Follower", "Snapshot"]
@@ -172,8 +173,12 @@ class Follower:
             backoff = min(backoff * 2, _BACKOFF_MAX)
 
     async def _follow_once(self, client: AsyncClient) -> None:
-        opened = False
         feed = client.events(self.state.last_seq, keepalives=True, read_timeout=self.read_timeout)
+        async with contextlib.aclosing(feed):  # a failure below closes the connection now
+            await self._consume(client, feed)
+
+    async def _consume(self, client: AsyncClient, feed: AsyncIterator[Event | None]) -> None:
+        opened = False
         async for event in feed:
             if event is None:
                 if not opened:  # the feed records for us from now on: list what exists
