@@ -100,6 +100,7 @@ def _launch_with(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     unset_env: tuple[str, ...] = (),
+    ready_timeout: float = 60,
     **config: Any,
 ) -> RunningServer:
     data_dir = data_dir or (tmp / "data")
@@ -151,7 +152,7 @@ def _launch_with(
         log_path=log_path,
         config=config,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_timeout
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
