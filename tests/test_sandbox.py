@@ -351,6 +351,7 @@ def test_a_background_shell_process_dies_with_its_killed_kernel(sandboxed: Runni
     assert stdout(after).strip() == "back" and after["state_reset"] is True
 
 
+@pytest.mark.timeout(600)  # two server starts in a row
 def test_a_background_shell_process_is_gone_after_a_server_sigkill_and_restart(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
