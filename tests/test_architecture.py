@@ -69,6 +69,10 @@ def test_the_unmodified_package_keeps_every_contract(tmp_path: Path) -> None:
         # the service and the engine know no transport
         ("service.files", "import mcp", "know nothing about HTTP or MCP"),
         ("engine.channel", "import tornado.web", "know nothing about HTTP or MCP"),
+        # the sandbox is plugged in: the service gets it injected, it knows no server
+        ("service.kernels", "import jupyter_exec_sessions.sandbox", "confinement injected"),
+        ("sandbox.provisioner", "import jupyter_exec_sessions.extension.app", "The sandbox"),
+        ("sandbox._proxy", "import tornado", "The sandbox"),
         # code that runs inside the kernel stands alone
         ("engine.kernel.shell", "from jupyter_exec_sessions import errors", "inside the kernel"),
     ],

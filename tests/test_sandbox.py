@@ -351,11 +351,13 @@ def test_a_background_shell_process_dies_with_its_killed_kernel(sandboxed: Runni
     assert stdout(after).strip() == "back" and after["state_reset"] is True
 
 
+@pytest.mark.timeout(600)  # two server starts in a row
 def test_a_background_shell_process_is_gone_after_a_server_sigkill_and_restart(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     tmp = tmp_path_factory.mktemp("crash")
-    first = launch(tmp, sandbox="bwrap", pool_size=0)
+    # two server starts in a row: generous start-up bounds for a busy machine
+    first = launch(tmp, sandbox="bwrap", pool_size=0, ready_timeout=240)
     try:
         c = create(first)
         marker, _ = start_background_sleep(first, c["id"])
@@ -363,7 +365,14 @@ def test_a_background_shell_process_is_gone_after_a_server_sigkill_and_restart(
         first.proc.wait(timeout=30)
     finally:
         first.stop()
-    second = launch(tmp, sandbox="bwrap", pool_size=0, data_dir=first.data_dir, token=first.token)
+    second = launch(
+        tmp,
+        sandbox="bwrap",
+        pool_size=0,
+        data_dir=first.data_dir,
+        token=first.token,
+        ready_timeout=240,
+    )
     try:
         wait_until(lambda: not host_pids_with(f"sleep {marker}"), 30, "the sleep to be gone")
         after = run(second, c["id"], code="print('again')")

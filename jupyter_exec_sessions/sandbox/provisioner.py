@@ -151,7 +151,7 @@ class BwrapProvisioner(LocalProvisioner):
     # ------------------------------------------------------------------ confinement
     async def confine(self, memory_limit: str | None, network: NetworkPolicy) -> None:
         """Apply a container's memory limit and network policy to this (running) kernel."""
-        if self.limiter is not None:
+        if self.limiter is not None and memory_limit != self.limiter.limit:
             self.limiter.set_limit(memory_limit)
         await self._stop_proxy()
         self.network = network
