@@ -97,7 +97,7 @@ def _launch_with(
     extra_args: list[str] | None = None,
     env: dict[str, str] | None = None,
     unset_env: tuple[str, ...] = (),
-    ready_timeout: float = 60,
+    ready_timeout: float = 120,  # a shared 2-core machine under load starts slowly
     **config: Any,
 ) -> RunningServer:
     # data_dir="default": no data_dir setting, the server picks its own under JUPYTER_DATA_DIR
