@@ -468,3 +468,75 @@ def test_the_data_dir_lock_is_released_when_the_server_dies(tmp_path: Path) -> N
         if holder.poll() is None:
             holder.kill()
             holder.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ files
+def test_an_upload_under_an_existing_file_is_a_400_without_server_paths(
+    server: RunningServer,
+) -> None:
+    http = server.http()
+    cid = http.post("containers", json={"name": "parent-file"}).json()["id"]
+    try:
+        ok = http.post(f"containers/{cid}/files", files={"file": ("a", b"i am a file")})
+        assert ok.status_code == 200 and ok.json()["path"] == "/mnt/data/a"
+        r = http.post(
+            f"containers/{cid}/files", files={"file": ("x", b"y")}, data={"path": "a/b.txt"}
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "path"
+        assert str(server.data_dir) not in r.text and "/containers/" not in r.text
+        listed = http.get(f"containers/{cid}/files").text
+        assert str(server.data_dir) not in listed
+    finally:
+        http.delete(f"containers/{cid}")
+
+
+@pytest.mark.timeout(600)
+def test_a_directory_of_10001_files_keeps_every_uploaded_id(server: RunningServer) -> None:
+    http = httpx.Client(base_url=server.api_base + "/", headers=server.headers, timeout=300)
+    cid = http.post("containers", json={"name": "many"}).json()["id"]
+    try:
+        up = http.post(
+            f"containers/{cid}/files",
+            files={"file": ("u", b"uploaded")},
+            data={"path": "zz/uploaded.txt"},  # walked after aa/: past the cap
+        ).json()
+        made = http.post(
+            f"containers/{cid}/executions",
+            json={
+                "code": "import os\nos.makedirs('aa')\n"
+                "for i in range(10_001):\n    open(f'aa/{i:05d}', 'w').close()"
+            },
+        )
+        assert made.json()["status"] == "completed", made.text
+        first = http.get(f"containers/{cid}/files?limit=100&order=asc").json()
+        assert first["capped"] is True  # the walk stopped at its cap, and says so
+        for _ in range(2):  # listing again (a new walk) forgets nothing either
+            got = http.get(f"containers/{cid}/files/{up['id']}")
+            assert got.status_code == 200, got.text
+            assert (
+                got.json()["source"] == "user" and got.json()["path"] == "/mnt/data/zz/uploaded.txt"
+            )
+            content = http.get(f"containers/{cid}/files/{up['id']}/content")
+            assert content.content == b"uploaded"
+            http.get(f"containers/{cid}/files?limit=1")
+        # Paging goes through the registry the first page filled, not a new walk per page: a
+        # file written between pages shows up only in the next listing.
+        run = http.post(f"containers/{cid}/executions", json={"code": "open('new.txt','w')"})
+        assert run.json()["status"] == "completed"
+        ids: list[str] = []
+        page = http.get(f"containers/{cid}/files?limit=100&order=asc").json()
+        pages = 1
+        while True:
+            ids += [f["id"] for f in page["data"]]
+            if not page["has_more"]:
+                break
+            page = http.get(
+                f"containers/{cid}/files?limit=100&order=asc&after={page['last_id']}"
+            ).json()
+            pages += 1
+            assert pages < 200  # bounded
+        assert up["id"] in ids
+        assert len(ids) == len(set(ids)) >= 10_000
+    finally:
+        http.delete(f"containers/{cid}")
