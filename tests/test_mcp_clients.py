@@ -79,7 +79,17 @@ async def test_an_auto_mode_client_is_answered_the_handshake_versions_without_a_
     assert "'hello'" in text(result)
     probe = httpx.post(
         server.mcp_url,
-        json={"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}},
+        json={
+            "jsonrpc": "2.0",
+            "id": 9,
+            "method": "server/discover",
+            "params": {
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                }
+            },
+        },
         headers={
             **server.headers,
             "Accept": "application/json, text/event-stream",

@@ -272,8 +272,12 @@ async def test_a_stateless_2026_client_runs_in_named_containers_and_is_told_why_
         async with Client(transport, mode="2026-07-28", read_timeout_seconds=90) as client:
             named = await client.call_tool(PY, {"code": "6 * 7"}, meta={META_CONTAINER_ID: box.id})
             unnamed = await client.call_tool(PY, {"code": "6 * 7"})
+            conversation = {META_SESSION_ID: "stateless-conversation"}
+            first = await client.call_tool(PY, {"code": "n = 6 * 7"}, meta=conversation)
+            second = await client.call_tool(PY, {"code": "n"}, meta=conversation)
     assert container_of(named) == box.id and "42" in text(named)
     assert unnamed.is_error and "no MCP session" in text(unnamed)
+    assert container_of(first) == container_of(second) and "42" in text(second)
 
 
 # --------------------------------------------------------------------------- results

@@ -35,9 +35,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
+import anyio
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -56,6 +58,8 @@ __all__ = ["MCPEndpoint", "MCPHandler"]
 
 OwnerOf = Callable[[Any], str]
 
+log = logging.getLogger("jupyter_exec_sessions")
+
 
 class _Backend(ContainerBackend, ConversationBackend, Protocol):
     """The per-owner view of the service: execution and conversation containers."""
@@ -67,6 +71,30 @@ class _Service(Protocol):
     def for_user(self, owner: str) -> _Backend:
         """The per-owner backend."""
         ...
+
+
+class _ClientRaceFilter(logging.Filter):
+    """Keep the SDK's tracebacks for a client racing its own session's end out of the log.
+
+    A client that cancels a call and closes its session at once (``notifications/cancelled``
+    then ``DELETE``) can have its last POST reach a session whose streams are already closed;
+    the SDK logs that ``ClosedResourceError`` with a traceback. It is the client's race, not a
+    server fault: it is logged at debug level, without the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Drop (to debug) records whose exception is a closed or broken stream."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (anyio.ClosedResourceError, anyio.BrokenResourceError)):
+            log.debug("MCP: a request raced its session's end (%s)", record.getMessage())
+            return False
+        return True
+
+
+def _quiet_client_races() -> None:
+    sdk = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _ClientRaceFilter) for f in sdk.filters):
+        sdk.addFilter(_ClientRaceFilter())
 
 
 class MCPEndpoint:
@@ -88,6 +116,7 @@ class MCPEndpoint:
 
         self.owner_of: OwnerOf = owner_of
         self.service = service
+        _quiet_client_races()
         self.mcp = create_mcp_server(resolve, sessions_required=True)
         # Builds the session manager; Jupyter checks hosts and origins itself.
         self.mcp.streamable_http_app(
