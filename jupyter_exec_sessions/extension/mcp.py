@@ -295,7 +295,13 @@ class MCPHandler(APIHandler):
             gone.cancel()
             if not answer.done() and not self._finished:
                 await self._cancel_call(scope, request_id)
-        await answer
+        try:
+            await answer
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # the request reached a session that was closing (the client's own race)
+            log.debug("MCP: a %s raced its session's end", self.request.method)
+            if not self._finished and self._held_start is None and not self._headers_written:
+                raise web.HTTPError(404, "The MCP session has ended.") from None
         if self._held_start is not None:
             await self._release()
         if not self._finished:
