@@ -204,9 +204,15 @@ class MCPHandler(APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(exc, "log_message", None) or self._reason
         if status_code == 401:
-            sent = "authorization" in self.request.headers
-            error = ', error="invalid_token"' if sent else ""
-            self.set_header("WWW-Authenticate", f'Bearer realm="jupyter-exec-sessions"{error}')
+            # Some clients show only this header (Codex): it says what is wrong, too.
+            challenge = 'Bearer realm="jupyter-exec-sessions"'
+            if "authorization" in self.request.headers:
+                challenge += (
+                    ', error="invalid_token", error_description="The Jupyter server did not'
+                    " accept this bearer token: send the server's token (Codex:"
+                    ' bearer_token_env_var)."'
+                )
+            self.set_header("WWW-Authenticate", challenge)
         self.set_header("Content-Type", "application/json")
         code = _JSONRPC_AUTH_ERROR if status_code in (401, 403) else _JSONRPC_SERVER_ERROR
         body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
