@@ -94,6 +94,7 @@ async def test_an_auto_mode_client_is_answered_the_handshake_versions_without_a_
             **server.headers,
             "Accept": "application/json, text/event-stream",
             "Mcp-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "server/discover",
         },
         timeout=10,
     )
