@@ -79,11 +79,22 @@ async def test_an_auto_mode_client_is_answered_the_handshake_versions_without_a_
     assert "'hello'" in tool_text(result)
     probe = httpx.post(
         server.mcp_url,
-        json={"jsonrpc": "2.0", "id": 9, "method": "server/discover", "params": {}},
+        json={
+            "jsonrpc": "2.0",
+            "id": 9,
+            "method": "server/discover",
+            "params": {
+                "_meta": {
+                    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                    "io.modelcontextprotocol/clientCapabilities": {},
+                }
+            },
+        },
         headers={
             **server.headers,
             "Accept": "application/json, text/event-stream",
             "Mcp-Protocol-Version": "2026-07-28",
+            "Mcp-Method": "server/discover",
         },
         timeout=10,
     )

@@ -18,7 +18,14 @@ from typing import Any
 import anyio
 import httpx2 as httpx
 import pytest
-from helpers import RunningServer, ServerLauncher, container_meta, tool_container_id, tool_text
+from helpers import (
+    RunningServer,
+    ServerLauncher,
+    container_meta,
+    mcp_meta,
+    tool_container_id,
+    tool_text,
+)
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, ImageContent
@@ -262,8 +269,12 @@ async def test_a_stateless_2026_client_runs_in_named_containers_and_is_told_why_
         async with Client(transport, mode="2026-07-28", read_timeout_seconds=90) as client:
             named = await client.call_tool(PY, {"code": "6 * 7"}, meta=container_meta(box.id))
             unnamed = await client.call_tool(PY, {"code": "6 * 7"})
+            conversation = mcp_meta({META_SESSION_ID: "stateless-conversation"})
+            first = await client.call_tool(PY, {"code": "n = 6 * 7"}, meta=conversation)
+            second = await client.call_tool(PY, {"code": "n"}, meta=conversation)
     assert tool_container_id(named) == box.id and "42" in tool_text(named)
     assert unnamed.is_error and "no MCP session" in tool_text(unnamed)
+    assert tool_container_id(first) == tool_container_id(second) and "42" in tool_text(second)
 
 
 # --------------------------------------------------------------------------- results

@@ -35,9 +35,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any, Protocol
 
+import anyio
 from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
@@ -58,6 +60,8 @@ __all__ = ["MCPEndpoint", "MCPHandler"]
 
 OwnerOf = Callable[[Any], str]
 
+log = logging.getLogger("jupyter_exec_sessions")
+
 
 class _Backend(ContainerBackend, ConversationBackend, Protocol):
     """The per-owner view of the service: execution and conversation containers."""
@@ -69,6 +73,30 @@ class _Service(Protocol):
     def for_user(self, owner: str) -> _Backend:
         """The per-owner backend."""
         ...
+
+
+class _ClientRaceFilter(logging.Filter):
+    """Keep the SDK's tracebacks for a client racing its own session's end out of the log.
+
+    A client that cancels a call and closes its session at once (``notifications/cancelled``
+    then ``DELETE``) can have its last POST reach a session whose streams are already closed;
+    the SDK logs that ``ClosedResourceError`` with a traceback. It is the client's race, not a
+    server fault: it is logged at debug level, without the traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Drop (to debug) records whose exception is a closed or broken stream."""
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, (anyio.ClosedResourceError, anyio.BrokenResourceError)):
+            log.debug("MCP: a request raced its session's end (%s)", record.getMessage())
+            return False
+        return True
+
+
+def _quiet_client_races() -> None:
+    sdk = logging.getLogger("mcp.server.streamable_http")
+    if not any(isinstance(f, _ClientRaceFilter) for f in sdk.filters):
+        sdk.addFilter(_ClientRaceFilter())
 
 
 class MCPEndpoint:
@@ -90,6 +118,7 @@ class MCPEndpoint:
 
         self.owner_of: OwnerOf = owner_of
         self.service = service
+        _quiet_client_races()
         self.mcp = create_mcp_server(resolve, sessions_required=True)
         # Builds the session manager; Jupyter checks hosts and origins itself.
         self.mcp.streamable_http_app(
@@ -181,9 +210,15 @@ class MCPHandler(GuardedBody, APIHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(exc, "log_message", None) or self._reason
         if status_code == 401:
-            sent = "authorization" in self.request.headers
-            error = ', error="invalid_token"' if sent else ""
-            self.set_header("WWW-Authenticate", f'Bearer realm="jupyter-exec-sessions"{error}')
+            # Some clients show only this header (Codex): it says what is wrong, too.
+            challenge = 'Bearer realm="jupyter-exec-sessions"'
+            if "authorization" in self.request.headers:
+                challenge += (
+                    ', error="invalid_token", error_description="The Jupyter server did not'
+                    " accept this bearer token: send the server's token (Codex:"
+                    ' bearer_token_env_var)."'
+                )
+            self.set_header("WWW-Authenticate", challenge)
         self.set_header("Content-Type", "application/json")
         code = _JSONRPC_AUTH_ERROR if status_code in (401, 403) else _JSONRPC_SERVER_ERROR
         body = {"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}}
@@ -278,7 +313,13 @@ class MCPHandler(GuardedBody, APIHandler):
             gone.cancel()
             if not answer.done() and not self._finished:
                 await self._cancel_call(scope, request_id)
-        await answer
+        try:
+            await answer
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            # the request reached a session that was closing (the client's own race)
+            log.debug("MCP: a %s raced its session's end", self.request.method)
+            if not self._finished and self._held_start is None and not self._headers_written:
+                raise web.HTTPError(404, "The MCP session has ended.") from None
         if self._held_start is not None:
             await self._release()
         if not self._finished:
