@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ from typing import Any
 
 import httpx2
 import nbformat
+from jupyter_client.manager import AsyncKernelManager
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,15 +163,22 @@ def error_outputs(nb: nbformat.NotebookNode) -> list[str]:
 def execute(path: Path, server: Server, cwd: Path, *, timeout: int = 300) -> nbformat.NotebookNode:
     """Run one notebook top to bottom in a fresh kernel; raise on the first error."""
     nb = nbformat.read(path, as_version=4)
+    # ipc: no race for TCP ports with other processes of a busy machine
+    ipc_dir = tempfile.mkdtemp(prefix="jes-kernel-")  # short: unix socket paths are limited
+    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=f"{ipc_dir}/k")
     client = NotebookClient(
         nb,
+        km=km,
         timeout=timeout,
         kernel_name="python3",
         resources={"metadata": {"path": str(cwd)}},
         allow_errors=False,
         record_timing=False,
     )
-    client.execute(env=kernel_env(server))
+    try:
+        client.execute(env=kernel_env(server))
+    finally:
+        shutil.rmtree(ipc_dir, ignore_errors=True)
     errors = error_outputs(nb)
     if errors:
         raise RuntimeError(f"{path.name}: error outputs: {errors}")

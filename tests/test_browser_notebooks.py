@@ -54,7 +54,8 @@ def test_jupyterlab_renders_the_committed_quickstart_with_its_outputs(lab: Runni
             try:
                 expect(outputs.first).to_be_visible(timeout=30_000)
                 # saved outputs of the committed run, none executed here
-                expect(notebook).to_contain_text("/mnt/data/summary.json", timeout=10_000)
+                expect(notebook).to_contain_text("summary.json", timeout=10_000)
+                expect(notebook).to_contain_text("source=assistant")
                 expect(notebook).to_contain_text("status: completed")
                 expect(notebook).to_contain_text("step 4 of 4")
                 expect(page.locator(".jp-InputPrompt", has_text="[1]")).to_have_count(1)
