@@ -89,13 +89,24 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def launch_server(tmp: Path, root_dir: Path, **traits: Any) -> Iterator[Server]:
-    """Start a server whose ``root_dir`` is ``root_dir``; stop it on exit (bounded waits)."""
+def launch_server(
+    tmp: Path,
+    root_dir: Path,
+    *,
+    lab: bool = False,
+    extra_args: tuple[str, ...] = (),
+    ready_timeout: float = 90,
+    **traits: Any,
+) -> Iterator[Server]:
+    """Start a server whose ``root_dir`` is ``root_dir``; stop it on exit (bounded waits).
+
+    ``lab=True`` keeps JupyterLab (and the other installed server extensions) enabled.
+    """
     runtime = tmp / "runtime"
     for d in (tmp / "data", runtime, tmp / "config", tmp / "jdata"):
         d.mkdir(parents=True, exist_ok=True)
     port, token = _free_port(), secrets.token_hex(16)
-    extensions = {"jupyter_exec_sessions": True, **dict.fromkeys(_LAB_OFF, False)}
+    extensions = {"jupyter_exec_sessions": True, **dict.fromkeys([] if lab else _LAB_OFF, False)}
     args = [
         sys.executable,
         "-m",
@@ -110,6 +121,7 @@ def launch_server(tmp: Path, root_dir: Path, **traits: Any) -> Iterator[Server]:
         f"--ExecSessionsApp.data_dir={tmp / 'data'}",
     ]
     args += [f"--ExecSessionsApp.{k}={v}" for k, v in {**SERVER_TRAITS, **traits}.items()]
+    args += extra_args
     env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
     env.update(
         JUPYTER_RUNTIME_DIR=str(runtime),
@@ -122,7 +134,7 @@ def launch_server(tmp: Path, root_dir: Path, **traits: Any) -> Iterator[Server]:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     server = Server(f"http://127.0.0.1:{port}/", token, root_dir, runtime, proc, log_path)
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + ready_timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{log_path.read_text()}")

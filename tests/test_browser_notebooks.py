@@ -10,16 +10,18 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from conftest import ARTIFACTS, ROOT, RunningServer, _launch
+from conftest import ARTIFACTS, ROOT
 from test_browser_monitor import CHROMIUM, CHROMIUM_ARGS, require_chromium
+from test_notebooks import runner
 
 NOTEBOOK = "01_quickstart.ipynb"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     require_chromium()
     tmp = tmp_path_factory.mktemp("lab-notebooks")
     root = tmp / "root"
@@ -34,12 +36,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tracker = tmp / "config" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    srv = _launch(tmp, lab=True, pool_size=0, extra_args=["--LabApp.expose_app_in_browser=True"])
-    yield srv
-    srv.stop()
+    # a loaded machine may need long for JupyterLab to start: a generous bound
+    with runner.launch_server(
+        tmp,
+        root,
+        lab=True,
+        extra_args=("--LabApp.expose_app_in_browser=True",),
+        ready_timeout=240,
+        pool_size=0,
+    ) as srv:
+        yield srv
 
 
-def test_jupyterlab_renders_the_committed_quickstart_with_its_outputs(lab: RunningServer) -> None:
+@pytest.mark.timeout(400)
+def test_jupyterlab_renders_the_committed_quickstart_with_its_outputs(lab: Any) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
