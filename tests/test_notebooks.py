@@ -193,7 +193,7 @@ def test_sandbox_and_limits_show_timeouts_truncation_a_crash_and_what_a_containe
         assert re.search(r"working directory\s+/mnt/data", reach), reach
         assert re.search(r"victim's secret.*False", reach) and re.search(r"port\s+False", reach)
         assert "localhost" in network and "hello from localhost" in network
-        assert "HTTP 403" in network and "connected" not in network
+        assert "HTTP 403" in network and "-> connected" not in network
         memory = text(nb, "memory")
         assert "memory limit 1g exceeded" in memory or "MemoryError" in memory
     else:
