@@ -17,6 +17,7 @@ BLOCK = re.compile(r"(<!-- limits:begin -->\n).*?(<!-- limits:end -->)", re.S)
 
 
 def main() -> int:
+    """Rewrite the block; 1 when README has none."""
     text = README.read_text()
     new, count = BLOCK.subn(lambda m: m.group(1) + limits_table() + m.group(2), text)
     if count != 1:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ARTIFACTS, ROOT
+from helpers import ARTIFACTS, ROOT
 from test_browser_monitor import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from test_notebooks import runner
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx2 as httpx
 import nbformat
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 
 def _load_runner() -> ModuleType:
@@ -61,7 +61,8 @@ def run(server: Any, name: str) -> nbformat.NotebookNode:
 def cell(nb: nbformat.NotebookNode, cell_id: str) -> nbformat.NotebookNode:
     found = [c for c in nb.cells if c.get("id") == cell_id]
     assert len(found) == 1, f"no cell {cell_id!r}"
-    return found[0]
+    found_cell: nbformat.NotebookNode = found[0]
+    return found_cell
 
 
 def text(nb: nbformat.NotebookNode, cell_id: str) -> str:
@@ -222,7 +223,7 @@ def test_performance_plots_each_benchmark_next_to_its_numbers(nb_server: Any) ->
 def test_the_committed_notebook_is_valid_and_carries_the_outputs_of_one_clean_run(
     name: str,
 ) -> None:
-    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)  # type: ignore[no-untyped-call]
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), (
