@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .kernelspec import can_fork_spec, write_kernelspec
 from .provisioner import PROVISIONER_NAME, ForkProvisioner
-from .server import ForkedProcess, ForkServer, fork_server, template_supported
+from .server import ForkedProcess, ForkServer, close_all, fork_server, template_supported
 
 __all__ = [
     "PROVISIONER_NAME",
@@ -20,6 +20,7 @@ __all__ = [
     "ForkServer",
     "ForkedProcess",
     "can_fork_spec",
+    "close_all",
     "fork_server",
     "template_supported",
     "write_kernelspec",

@@ -9,6 +9,8 @@ spec's, so a kernel the provisioner has to launch instead is exactly the configu
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,17 @@ __all__ = ["can_fork_spec", "write_kernelspec"]
 
 
 def can_fork_spec(kernel_spec_manager: Any, base_name: str) -> bool:
-    """Whether ``base_name`` runs ``<absolute python> -m ipykernel_launcher`` (forkable)."""
+    """Whether ``base_name`` runs ``<python> -m ipykernel_launcher`` (forkable).
+
+    A bare ``python`` is what jupyter_client replaces with the server's own interpreter.
+    """
     try:
         argv = list(kernel_spec_manager.get_kernel_spec(base_name).argv)
     except Exception:
         return False
-    return fork_argv([a.replace("{connection_file}", "x") for a in argv]) is not None
+    if argv and not os.path.isabs(argv[0]) and argv[0].startswith("python"):
+        argv[0] = sys.executable
+    return fork_argv(argv) is not None
 
 
 def write_kernelspec(kernel_spec_manager: Any, base_name: str, dest: Path) -> str:

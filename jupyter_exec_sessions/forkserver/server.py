@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ForkServer", "ForkedProcess", "fork_server"]
+__all__ = ["ForkServer", "ForkedProcess", "close_all", "fork_server", "template_supported"]
 
 log = logging.getLogger("jupyter_exec_sessions.forkserver")
 
@@ -46,6 +46,15 @@ def fork_server(python: str) -> ForkServer:
         if server is None or server.closed:
             server = _servers[key] = ForkServer(key)
         return server
+
+
+def close_all() -> None:
+    """End every template process of this server process (their kernels die with them)."""
+    with _servers_lock:
+        servers = list(_servers.values())
+        _servers.clear()
+    for server in servers:
+        server.close()
 
 
 class ForkServer:
