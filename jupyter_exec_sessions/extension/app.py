@@ -43,6 +43,22 @@ class ExecSessionsApp(ExtensionApp):
     pool_size = Int(
         2, help="Kernels kept started ahead so that creating a container is instant."
     ).tag(config=True)
+    pool_max_size = Int(
+        8,
+        help="Largest the pool grows to when containers are created faster than it refills"
+        " (each create that finds it empty adds one); it shrinks back to pool_size when idle."
+        " Never below pool_size; with pool_size 0 there is no pool.",
+    ).tag(config=True)
+    pool_idle_seconds = Float(
+        60.0,
+        help="Seconds without a create that found the pool empty after which the pool shrinks"
+        " by one kernel toward pool_size.",
+    ).tag(config=True)
+    max_kernel_starts = Int(
+        0,
+        help="Kernel starts in flight at once (pool refills and creates on an empty pool);"
+        " 0 means the number of CPUs. More only makes each start slower.",
+    ).tag(config=True)
     kernel_name = Unicode("python3", help="Kernel spec used for containers.").tag(config=True)
     max_containers_per_user = Int(
         20, help="Running containers one user may have; past it, create answers 429."

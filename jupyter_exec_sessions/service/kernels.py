@@ -78,6 +78,9 @@ class ContainerKernels:
         self.pool: KernelPool[KernelSession] = KernelPool(
             manager,
             size=config.pool_size,
+            max_size=config.pool_max_size,
+            idle_s=config.pool_idle_seconds,
+            max_starts=config.max_kernel_starts,
             kernel_name=config.kernel_name,
             path="",
             prepare=self._prepare_kernel,
