@@ -147,7 +147,7 @@ def _launch_with(
         log_path=log_path,
         config=config,
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded 2-core machine can take a minute to import
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
