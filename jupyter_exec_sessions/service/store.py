@@ -7,7 +7,6 @@ a container and its files survive a server restart; its kernel does not.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import sqlite3
@@ -111,111 +110,37 @@ class EventRow:
     data: dict[str, Any]
 
 
-_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
-
-
-class _GroupCommit:
-    """The connection, committing writes in groups instead of one commit per statement.
-
-    With an event loop running, the first write opens a transaction and schedules its commit
-    ``delay`` seconds later; writes in between join it (an execution's touch, its two events
-    and its counters, and those of other containers, become one commit). Reads on this
-    connection see the writes at once. Without a running loop every write commits at once.
-    A crash loses at most the last ``delay`` seconds of activity bookkeeping — the same
-    trade SQLite's ``synchronous=NORMAL`` in WAL mode already makes for power loss.
-    """
-
-    def __init__(self, raw: sqlite3.Connection, delay: float) -> None:
-        self.raw = raw
-        self.delay = delay
-        self.explicit = False
-        self._handle: asyncio.TimerHandle | None = None
-
-    def execute(self, sql: str, args: Any = ()) -> sqlite3.Cursor:
-        """Run one statement; a write outside ``transaction()`` joins the current group."""
-        raw = self.raw
-        if self.explicit or raw.in_transaction or not sql.lstrip().upper().startswith(_WRITES):
-            return raw.execute(sql, args)
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        if loop is None or self.delay <= 0:
-            return raw.execute(sql, args)  # autocommit
-        raw.execute("BEGIN")
-        self._handle = loop.call_later(self.delay, self.commit)
-        return raw.execute(sql, args)
-
-    def commit(self) -> None:
-        """Commit the open group, if any."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self.raw.in_transaction and not self.explicit:
-            self.raw.execute("COMMIT")
-
-
 class Store:
     """The SQLite registry. All methods are synchronous and cheap."""
 
-    def __init__(
-        self, path: Path, *, max_events: int = 10_000, commit_delay_s: float = 0.02
-    ) -> None:
+    def __init__(self, path: Path, *, max_events: int = 10_000) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_events = max_events
-        self.commit_delay_s = commit_delay_s
-        raw = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        raw.row_factory = sqlite3.Row
-        raw.execute("PRAGMA journal_mode=WAL")
-        raw.execute("PRAGMA synchronous=NORMAL")
-        raw.executescript(_SCHEMA)
-        self._db = _GroupCommit(raw, commit_delay_s)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
         self._events_since_prune = 0
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """Group statements into one atomic unit (nested uses join the outer one).
-
-        Inside the server's event loop, writes are committed in groups (see ``_GroupCommit``):
-        the unit is then a savepoint of the open group, so it still applies all or nothing.
-        """
-        db = self._db
-        if db.explicit:
+        """Group statements into one atomic commit (nested uses join the outer one)."""
+        if self._db.in_transaction:
             yield
             return
-        if db.raw.in_transaction:
-            db.explicit = True
-            db.raw.execute("SAVEPOINT unit")
-            try:
-                yield
-            except BaseException:
-                db.raw.execute("ROLLBACK TO unit")
-                db.raw.execute("RELEASE unit")
-                raise
-            finally:
-                db.explicit = False
-            db.raw.execute("RELEASE unit")
-            return
-        db.explicit = True
-        db.raw.execute("BEGIN")
+        self._db.execute("BEGIN")
         try:
             yield
         except BaseException:
-            db.raw.execute("ROLLBACK")
+            self._db.execute("ROLLBACK")
             raise
-        finally:
-            db.explicit = False
-        db.raw.execute("COMMIT")
-
-    def flush(self) -> None:
-        """Commit the open group of writes now."""
-        self._db.commit()
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
-        """Commit what is pending and close the database."""
-        self._db.commit()
-        self._db.raw.close()
+        """Close the database."""
+        self._db.close()
 
     # ------------------------------------------------------------------ containers
     def insert_container(
