@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
-from .. import models
 from .._contract import new_id
 from ..models import EVENT_ADAPTER, EVENT_TYPE_OF_DATA, Event, EventData
 from .store import EventRow, Store
@@ -39,35 +37,6 @@ def _to_event(row: EventRow) -> Event:
     )
 
 
-def _event_classes() -> dict[type[Any], type[Any]]:
-    """Each event data class → its event class (``ExecutionStartedData`` → ``…Event``)."""
-    out: dict[type[Any], type[Any]] = {}
-    for data_cls in EVENT_TYPE_OF_DATA:
-        event_cls = vars(models).get(data_cls.__name__.removesuffix("Data") + "Event")
-        if event_cls is not None:
-            out[data_cls] = event_cls
-    return out
-
-
-_EVENT_CLASS = _event_classes()
-
-
-def _trusted_event(row: EventRow, data: EventData) -> Event:
-    """The event for a row this process just wrote: built without validating it again."""
-    cls = _EVENT_CLASS.get(type(data))
-    if cls is None:  # pragma: no cover - every data class has an event class
-        return _to_event(row)
-    event: Event = cls.model_construct(
-        id=row.id,
-        seq=row.seq,
-        type=row.type,
-        created_at=row.created_at,
-        container_id=row.container_id,
-        data=data,
-    )
-    return event
-
-
 class EventBus:
     """Appends events to the store and fans them out to live followers."""
 
@@ -86,7 +55,7 @@ class EventBus:
             owner=owner,
             data=data.model_dump(mode="json"),
         )
-        event = _trusted_event(row, data)
+        event = _to_event(row)
         for sub in list(self._subs):
             if sub.owner != owner or sub.overflowed:
                 continue
