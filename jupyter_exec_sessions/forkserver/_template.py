@@ -87,6 +87,11 @@ def preload() -> None:
     # ipykernel.debugger pulls in debugpy's vendored pydevd: the largest single import of a
     # kernel's start, and (checked before every fork) it starts no thread.
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    with contextlib.suppress(Exception):  # colour themes are JSON files read on first use
+        from IPython.utils import PyColorize
+
+        for name in getattr(PyColorize, "_BUILTIN_THEMES", {}):
+            PyColorize.theme_table[name]
     for optional in ("comm", "jedi", "matplotlib_inline.backend_inline", "ipykernel.debugger"):
         with contextlib.suppress(Exception):
             __import__(optional)
@@ -115,6 +120,10 @@ def _child(request: dict[str, Any], template_pid: int) -> None:
         tempfile.tempdir = None
         # The kernel watches the template as a launched kernel watches its server.
         argv = [*request["argv"], f"--IPKernelApp.parent_handle={template_pid}"]
+        if not any(a.startswith("--HistoryManager.hist_file") for a in argv):
+            # Each container's input history stays its own (not one SQLite file in the home
+            # directory shared by every kernel), and no history thread or file is set up.
+            argv.append("--HistoryManager.hist_file=:memory:")
         sys.argv = ["ipykernel_launcher", *argv]
         from ipykernel import kernelapp
 
