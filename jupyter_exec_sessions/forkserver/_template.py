@@ -103,8 +103,8 @@ def _child(request: dict[str, Any], template_pid: int) -> None:
     try:
         os.setsid()
         _die_with_parent(template_pid)
-        for sig in (signal.SIGCHLD, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
+        # back to what a freshly started Python has (SIGPIPE and SIGXFSZ stay ignored)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         os.closerange(3, _max_fd())
         devnull = os.open(os.devnull, os.O_RDONLY)
