@@ -15,9 +15,10 @@ Each child starts a session of its own (its process group is the kernel's, for i
 kills), closes every descriptor but stdio, moves to its working directory, takes its environment,
 reseeds ``random``, forgets cached temp-dir state, and runs ``IPKernelApp`` with its own connection
 file (ports, key, transport). What a fork cannot renew: the string-hash secret
-(``PYTHONHASHSEED``) is the template's for all its kernels, and modules imported in the template
-read the server's environment at import time. The template reaps nothing: ``SIGCHLD`` is ignored, so exited
-kernels never linger as zombies (the server follows a kernel through a pidfd).
+(``PYTHONHASHSEED``) is the template's for all its kernels, and modules imported in the
+template read the server's environment at import time. The template reaps nothing: ``SIGCHLD``
+is ignored, so exited kernels never linger as zombies (the server follows a kernel through a
+pidfd).
 """
 
 from __future__ import annotations
