@@ -73,6 +73,10 @@ def test_the_unmodified_package_keeps_every_contract(tmp_path: Path) -> None:
         ("service.kernels", "import jupyter_exec_sessions.sandbox", "confinement injected"),
         ("sandbox.provisioner", "import jupyter_exec_sessions.extension.app", "The sandbox"),
         ("sandbox._proxy", "import tornado", "The sandbox"),
+        # the fork server is a provisioner: it stands alone, and only the extension wires it
+        ("forkserver.server", "from jupyter_exec_sessions import errors", "Forked kernel start"),
+        ("forkserver.provisioner", "import tornado.web", "Forked kernel start"),
+        ("service.pool", "import jupyter_exec_sessions.forkserver", "kernel manager"),
         # code that runs inside the kernel stands alone
         ("engine.kernel.shell", "from jupyter_exec_sessions import errors", "inside the kernel"),
     ],

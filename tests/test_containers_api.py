@@ -6,6 +6,7 @@ import functools
 import io
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -537,3 +538,31 @@ def test_events_feed_is_resumable_with_last_event_id(server: RunningServer) -> N
     for e in resumed:
         assert {"id", "seq", "type", "created_at", "container_id", "data"} <= set(e)
     client.containers.delete(c1.id)
+
+
+def test_a_drained_pool_grows_within_its_bound_and_shrinks_back_when_idle(start_server) -> None:  # type: ignore[no-untyped-def]
+    # idle time long enough to see the grown pool before it shrinks, even on a loaded machine
+    srv = start_server(pool_size=1, pool_max_size=3, pool_idle_seconds=15.0)
+    client = sdk(srv)
+
+    def pool_kernels() -> int:
+        kernels = httpx.get(f"{srv.url}api/kernels", headers=srv.headers).json()
+        page = httpx.get(f"{srv.api_base}/containers?limit=100", headers=srv.headers).json()
+        owned = {c["exec_sessions"]["kernel_id"] for c in page["data"]}
+        return len([k for k in kernels if k["id"] not in owned])
+
+    # four creates at once drain a pool of one: it grows, but never past pool_max_size
+    with ThreadPoolExecutor(4) as ex:
+        ids = list(ex.map(lambda i: client.containers.create(name=f"burst-{i}").id, range(4)))
+    deadline = time.monotonic() + 120
+    while pool_kernels() < 2:
+        assert time.monotonic() < deadline, "the pool did not grow after being drained"
+        time.sleep(0.1)
+    assert pool_kernels() <= 3
+    # idle, it shrinks back to pool_size
+    deadline = time.monotonic() + 180
+    while pool_kernels() > 1:
+        assert time.monotonic() < deadline, "the idle pool did not shrink back"
+        time.sleep(0.1)
+    for cid in ids:
+        client.containers.delete(cid)

@@ -21,6 +21,9 @@ class ServiceConfig:
 
     data_dir: Path
     pool_size: int
+    pool_max_size: int
+    pool_idle_seconds: float
+    max_kernel_starts: int
     kernel_name: str
     max_containers_per_user: int
     max_containers: int

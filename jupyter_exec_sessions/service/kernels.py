@@ -102,6 +102,9 @@ class ContainerKernels:
         self.pool: KernelPool[KernelSession] = KernelPool(
             manager,
             size=config.pool_size,
+            max_size=config.pool_max_size,
+            idle_s=config.pool_idle_seconds,
+            max_starts=config.max_kernel_starts,
             kernel_name=confinement.kernel_name(config.kernel_name),
             new_workdir=lambda: posixpath.join(self.workdir_root, new_id("cntr_")),
             start_kwargs=confinement.start_kwargs,

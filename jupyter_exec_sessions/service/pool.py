@@ -1,12 +1,24 @@
-"""Warm kernel pool over the Jupyter server's kernel manager.
+"""Warm kernel pool over the Jupyter server's kernel manager, sized by demand.
 
-``pool_size`` kernels are started (and prepared by a caller-supplied coroutine, e.g. connected
-and set up) ahead of demand; :meth:`KernelPool.take` hands one out at once and the pool refills
-in the background, one kernel at a time so that refills never starve running kernels of CPU.
-Pool kernels are ordinary kernels of the server's kernel manager (so a console can attach to a
-container's kernel later); they are not containers until taken. Each pool kernel is started
-for the directory its future container will have (``new_workdir``), so a sandbox can bind
-that directory at launch; :meth:`KernelPool.start_for` starts a kernel for a given directory.
+Kernels are started (and prepared by a caller-supplied coroutine, e.g. connected and set up)
+ahead of demand; :meth:`KernelPool.take` hands one out at once when one is ready. The pool
+follows demand:
+
+- its *target* starts at ``size``; a take that finds the pool empty raises the target by one,
+  up to ``max_size`` (the pool was drained faster than it refilled);
+- after ``idle_s`` seconds without a take that found it empty, the target drops by one back
+  toward ``size`` and kernels beyond it are shut down;
+- every kernel start — for the pool or for a caller waiting on an empty pool — passes one
+  semaphore of ``max_starts`` (the machine's CPUs): more starts at once only make each slower;
+- a caller on an empty pool gets the first kernel that becomes ready, whoever started it.
+
+Refills start ``refill_delay`` seconds after a take, not at once: a start costs the server's
+event loop several ms and a core for a while, which a just-created container's first execution
+should not pay. Pool kernels are ordinary kernels of the server's kernel manager (so a console
+can attach to a container's kernel later); they are not containers until taken. Each pool
+kernel is started for the directory its future container will have (``new_workdir``), so a
+sandbox can bind that directory at launch; :meth:`KernelPool.start_for` starts a kernel for a
+given directory.
 """
 
 from __future__ import annotations
@@ -14,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -36,7 +50,7 @@ class PooledKernel(Generic[T]):
 
 
 class KernelPool(Generic[T]):
-    """Keeps ``size`` prepared kernels ready and hands them out."""
+    """Keeps between ``size`` and ``max_size`` prepared kernels ready and hands them out."""
 
     def __init__(
         self,
@@ -51,77 +65,121 @@ class KernelPool(Generic[T]):
         log: logging.Logger | None = None,
         refill_delay: float = 0.5,
         usable: Callable[[T], bool] | None = None,
+        max_size: int | None = None,
+        max_starts: int = 0,
+        idle_s: float = 60.0,
     ) -> None:
         self.kernels = kernels
         self.size = size
+        self.max_size = 0 if size <= 0 else max(size, max_size or size)
+        self.target = size
+        self.max_starts = max_starts if max_starts > 0 else (os.cpu_count() or 1)
+        self.idle_s = idle_s
         self.refill_delay = refill_delay
         self.kernel_name = kernel_name
         self._new_workdir = new_workdir
         self._start_kwargs = start_kwargs
-        self._prepare = prepare
-        self._discard = discard
         #: tells from the prepared object whether a kernel is still usable (instead of asking
         #: the kernel manager: for remote kernels that is a REST call per take)
         self._usable = usable
+        self._prepare = prepare
+        self._discard = discard
         self.log = log or logging.getLogger(__name__)
         self._ready: deque[PooledKernel[T]] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._waiters: deque[asyncio.Future[PooledKernel[T]]] = deque()
+        self._starts: set[asyncio.Task[None]] = set()
+        self._disposals: set[asyncio.Task[None]] = set()
+        self._sem: asyncio.Semaphore | None = None
         self._starting: set[str] = set()
+        self._closing = False
+        self._started = False
+        self._last_drained = time.monotonic()
+        self._shrink_task: asyncio.Task[None] | None = None
+        self._refill_handle: asyncio.TimerHandle | None = None
+        self._failures = 0
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         """Start filling the pool in the background."""
-        if self._task is None and self.size > 0:
-            self._task = asyncio.ensure_future(self._refill_loop())
-            self._wakeup.set()
+        if self._started:
+            return
+        self._started = True
+        self._sem = asyncio.Semaphore(self.max_starts)
+        if self.size > 0:
+            self._ensure_starts(self.target)
+            self._shrink_task = asyncio.ensure_future(self._shrink_loop())
 
     async def stop(self) -> None:
-        """Stop refilling and shut down every pooled kernel."""
+        """Stop refilling and shut down every pooled kernel (and the ones starting)."""
         self._closing = True
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._refill_handle is not None:
+            self._refill_handle.cancel()
+        tasks = [t for t in (self._shrink_task, *self._starts) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, *self._disposals, return_exceptions=True)
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(KernelError("The server is stopping."))
+        self._waiters.clear()
         while self._ready:
-            item = self._ready.popleft()
-            await self._dispose(item)
+            await self._dispose(self._ready.popleft())
 
     def kernel_ids(self) -> set[str]:
         """Ids of kernels owned by the pool (ready or starting)."""
         return {k.kernel_id for k in self._ready} | set(self._starting)
 
+    def stats(self) -> dict[str, int]:
+        """Ready, starting and waiting counts and the current target (for logs and benchmarks)."""
+        return {
+            "ready": len(self._ready),
+            "starting": len(self._starts),
+            "waiting": len(self._waiters),
+            "target": self.target,
+        }
+
     # ------------------------------------------------------------------ take
     async def take(self) -> tuple[PooledKernel[T], bool]:
-        """A prepared kernel and whether it came warm from the pool (else started cold).
-
-        The refill starts ``refill_delay`` seconds later, not at once: starting a kernel costs
-        the server's event loop several ms and a core for a while, which a just-created
-        container's first execution should not pay.
-        """
+        """A prepared kernel and whether it was ready in the pool (else the caller waited)."""
+        if not self._started:
+            self.start()
+        while self._ready:
+            item = self._ready.popleft()
+            if await self._alive(item):
+                self._schedule_refill()
+                return item, True
+            self.background_dispose(item)
+        # Drained: grow the target (bounded), and wait for the first kernel that is ready.
+        self._last_drained = time.monotonic()
+        if self.target < self.max_size:
+            self.target += 1
+        waiter: asyncio.Future[PooledKernel[T]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._ensure_starts(len(self._waiters))
         try:
-            while self._ready:
-                item = self._ready.popleft()
-                if self._usable is not None:
-                    ok = self._usable(item.prepared)
-                else:
-                    ok = await self.kernels.is_alive(item.kernel_id)
-                if ok:
-                    return item, True
-                await self._dispose(item)
-            return await self._start_one(refill=False), False
-        finally:
-            self._schedule_refill()
+            item = await waiter
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove(waiter)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._deliver(waiter.result())
+            raise
+        self._schedule_refill()
+        return item, False
 
     async def start_for(self, workdir: str) -> PooledKernel[T]:
-        """Start (cold) and prepare a kernel for an existing directory."""
-        return await self._start_one(refill=False, workdir=workdir)
+        """Start (cold, through the start limit) and prepare a kernel for an existing directory."""
+        if not self._started:
+            self.start()
+        assert self._sem is not None
+        async with self._sem:
+            return await self._start_one(workdir)
 
     @contextlib.asynccontextmanager
     async def borrow(self) -> AsyncIterator[T]:
         """A prepared kernel for a short chore; back into the pool afterwards.
 
-        A kernel started cold for it (empty pool) is shut down afterwards; a kernel whose
+        A kernel that had to be waited for (empty pool) is shut down afterwards; a kernel whose
         chore failed is disposed of.
         """
         item, from_pool = await self.take()
@@ -130,44 +188,80 @@ class KernelPool(Generic[T]):
         except BaseException:
             await self._dispose(item)
             raise
-        if from_pool and not self._closing and len(self._ready) < self.size:
+        if from_pool and not self._closing and len(self._ready) < self.target:
             self._ready.appendleft(item)
         else:
             await self._dispose(item)
 
+    async def _alive(self, item: PooledKernel[T]) -> bool:
+        if self._usable is not None:
+            return self._usable(item.prepared)
+        return await self.kernels.is_alive(item.kernel_id)
+
     def _schedule_refill(self) -> None:
+        if self._closing or self.size <= 0:
+            return
         if self.refill_delay <= 0:
-            self._wakeup.set()
-        else:
-            asyncio.get_running_loop().call_later(self.refill_delay, self._wakeup.set)
+            self._ensure_starts(len(self._waiters) + self.target)
+        elif self._refill_handle is None:
+
+            def refill() -> None:
+                self._refill_handle = None
+                self._ensure_starts(len(self._waiters) + self.target)
+
+            loop = asyncio.get_running_loop()
+            self._refill_handle = loop.call_later(self.refill_delay, refill)
 
     # ------------------------------------------------------------------ internals
-    async def _refill_loop(self) -> None:
-        while not self._closing:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while not self._closing and len(self._ready) + len(self._starting) < self.size:
-                try:
-                    item = await self._start_one()
-                except Exception:
-                    self.log.exception("exec-sessions: could not start a pool kernel")
-                    await asyncio.sleep(1.0)
-                    continue
-                if self._closing:
-                    await self._dispose(item)
-                    return
-                self._ready.append(item)
+    def _ensure_starts(self, wanted: int) -> None:
+        """Start kernels until ready + starting covers ``wanted`` (waiters first, then target)."""
+        while not self._closing and len(self._ready) + len(self._starts) < wanted:
+            task = asyncio.ensure_future(self._start_task())
+            self._starts.add(task)
+            task.add_done_callback(self._starts.discard)
 
-    async def _start_one(
-        self, *, refill: bool = True, workdir: str | None = None
-    ) -> PooledKernel[T]:
+    async def _start_task(self) -> None:
+        assert self._sem is not None
+        try:
+            async with self._sem:
+                if self._closing:
+                    return
+                item = await self._start_one()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._failures += 1
+            self.log.exception("exec-sessions: could not start a pool kernel")
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(e if isinstance(e, KernelError) else KernelError(str(e)))
+                    break
+            # back off before a refill retries (bounded), so a broken spec does not spin
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** min(self._failures, 6)))
+            self._schedule_refill()
+            return
+        self._failures = 0
+        if self._closing:
+            await self._dispose(item)
+            return
+        self._deliver(item)
+
+    def _deliver(self, item: PooledKernel[T]) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        self._ready.append(item)
+
+    async def _start_one(self, workdir: str | None = None) -> PooledKernel[T]:
         workdir = workdir or self._new_workdir()
         try:
             kernel_id = await self.kernels.start(self.kernel_name, **self._start_kwargs(workdir))
         except Exception as e:
             raise KernelError(f"Could not start a kernel: {e}") from e
-        if refill:  # a cold start for a caller is not a pool kernel in the making
-            self._starting.add(kernel_id)
+        self._starting.add(kernel_id)
         try:
             prepared = await self._prepare(kernel_id, workdir)
         except BaseException as e:
@@ -178,6 +272,26 @@ class KernelPool(Generic[T]):
         finally:
             self._starting.discard(kernel_id)
         return PooledKernel(kernel_id, prepared, workdir)
+
+    async def _shrink_loop(self) -> None:
+        """Every ``idle_s / 2``: a pool not drained for ``idle_s`` shrinks one toward ``size``."""
+        period = max(0.05, self.idle_s / 2)
+        while not self._closing:
+            await asyncio.sleep(period)
+            if self.target <= self.size:
+                continue
+            if time.monotonic() - self._last_drained < self.idle_s:
+                continue
+            self.target -= 1
+            self._last_drained = time.monotonic()  # one step per idle period
+            while len(self._ready) > self.target:
+                self.background_dispose(self._ready.pop())
+
+    def background_dispose(self, item: PooledKernel[T]) -> None:
+        """Shut a pool kernel down without waiting for it."""
+        task = asyncio.ensure_future(self._dispose(item))
+        self._disposals.add(task)
+        task.add_done_callback(self._disposals.discard)
 
     async def _dispose(self, item: PooledKernel[T]) -> None:
         try:

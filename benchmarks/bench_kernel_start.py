@@ -1,0 +1,175 @@
+"""Forked vs launched kernels: create → first result on an empty pool, memory, a burst.
+
+Two servers side by side in one run — ``kernel_start=fork`` and ``kernel_start=launch`` — and
+raw ``jupyter_client`` (``AsyncKernelManager`` start + ``1+1``) as the baseline, interleaved
+sample by sample:
+
+a. create → first ``1+1`` result with ``pool_size=0`` (every create starts a kernel), plus
+   the CPU the kernel process itself used to get there (load-independent);
+b. PSS per idle container over ``--live`` containers, every process of a container counted
+   (kernel and its children; for fork, the template's PSS shared out over the containers);
+c. ``--burst`` concurrent creates + first ``1+1`` on the default pool (quota raised):
+   p50/p99 of the first result and errors.
+
+Run: ``python benchmarks/bench_kernel_start.py [--n 8] [--live 20] [--burst 64] [--parts abc]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import _server as b
+import httpx2 as httpx
+
+PID = "import os; print(os.getpid(), os.getppid())"
+
+
+def _pids(c: httpx.Client, cid: str) -> tuple[int, int]:
+    ex = b.execute(c, cid, PID)
+    text = "".join(o.get("text", "") for o in ex["outputs"] if o["type"] == "logs")
+    pid, ppid = text.split()
+    return int(pid), int(ppid)
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def part_a(servers: dict[str, b.Server], n: int) -> None:
+    print("\n(a) create -> first 1+1 result, pool empty (every create starts a kernel)")
+    lat: dict[str, list[float]] = {k: [] for k in (*servers, "raw")}
+    cpu: dict[str, list[float]] = {k: [] for k in servers}
+    loop = asyncio.new_event_loop()
+    clients = {k: s.client(timeout=300) for k, s in servers.items()}
+    for _ in range(n):
+        for name, c in clients.items():
+            t0 = time.perf_counter()
+            con = b.create_container(c)
+            b.check_two(b.execute(c, con["id"], "1+1"))
+            lat[name].append((time.perf_counter() - t0) * 1000)
+            pid, _ = _pids(c, con["id"])
+            cpu[name].append(b.cpu_ms(pid))
+            b.delete_container(c, con["id"])
+            b.wait_kernel_gone(c, con["exec_sessions"]["kernel_id"])
+        raw = b.RawKernel(Path(tempfile.mkdtemp()))
+        t0 = time.perf_counter()
+        loop.run_until_complete(raw.start())
+        assert loop.run_until_complete(raw.run("1+1")) == "2"
+        lat["raw"].append((time.perf_counter() - t0) * 1000)
+        loop.run_until_complete(raw.stop())
+    b.row_header()
+    b.compare("fork: create -> first result vs launch", lat["fork"], lat["launch"], goal="")
+    b.compare("fork: create -> first result vs raw start", lat["fork"], lat["raw"], goal="")
+    b.compare("launch: create -> first result vs raw", lat["launch"], lat["raw"], goal="")
+    b.compare("kernel CPU ms to first result: fork/launch", cpu["fork"], cpu["launch"])
+    print(f"    goal: fork p50 <= 100 ms (p50 {b.pct(lat['fork'], 0.5):.0f} ms); {b.load()}")
+    for c in clients.values():
+        c.close()
+    loop.close()
+
+
+def part_b(servers: dict[str, b.Server], live: int) -> None:
+    print(f"\n(b) PSS per idle container over {live} containers (every process counted)")
+    for name, srv in servers.items():
+        with srv.client(timeout=300) as c:
+            cons = [b.create_container(c, f"idle-{i}") for i in range(live)]
+            parents: set[int] = set()
+            pss = 0.0
+            for con in cons:
+                b.check_two(b.execute(c, con["id"], "1+1"))
+                pid, ppid = _pids(c, con["id"])
+                if name == "fork":
+                    parents.add(ppid)
+                pss += sum(b.memory_mib(p)[1] for p in _tree(pid))
+            shared = sum(b.memory_mib(p)[1] for p in parents)  # the template, shared out
+            per = (pss + shared) / live
+            print(
+                f"    {name:<7} {per:6.1f} MiB PSS per container"
+                f" (kernels {pss / live:.1f} + template {shared / live:.1f}); {b.load()}"
+            )
+            for con in cons:
+                b.delete_container(c, con["id"])
+    print("    goal: <= 20 MiB per container")
+
+
+def part_c(servers: dict[str, b.Server], burst: int) -> None:
+    print(f"\n(c) {burst} concurrent creates + first 1+1, default pool (2)")
+    b.row_header()
+    res: dict[str, list[float]] = {}
+    for name, srv in servers.items():
+
+        def one(i: int, srv: b.Server = srv, name: str = name) -> float | None:
+            with srv.client(timeout=600) as c:
+                t0 = time.perf_counter()
+                try:
+                    con = b.create_container(c, f"burst-{i}")
+                    b.check_two(b.execute(c, con["id"], "1+1"))
+                except Exception as e:
+                    print(f"    {name}: error {e!r}")
+                    return None
+                return (time.perf_counter() - t0) * 1000
+
+        with ThreadPoolExecutor(burst) as ex:
+            out = list(ex.map(one, range(burst)))
+        res[name] = [x for x in out if x is not None]
+        errors = burst - len(res[name])
+        print(
+            f"    {name:<7} p50 {b.pct(res[name], 0.5):8.0f} ms  p99 {b.pct(res[name], 0.99):8.0f}"
+            f" ms  errors {errors}; {b.load()}"
+        )
+        with srv.client(timeout=300) as c:
+            for con in c.get("exec-sessions/v1/containers", params={"limit": 100}).json()["data"]:
+                b.delete_container(c, con["id"])
+    b.compare("burst first result: fork vs launch", res["fork"], res["launch"], goal="p99 <= 2 s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--live", type=int, default=20)
+    ap.add_argument("--burst", type=int, default=64)
+    ap.add_argument("--parts", default="abc")
+    args = ap.parse_args()
+    b.header("bench_kernel_start: forked vs launched kernels (and raw jupyter_client)")
+    quota: dict[str, Any] = {"max_containers_per_user": 500, "max_containers": 500}
+    pool = 0 if args.parts == "a" else 2
+    with (
+        b.running_server(kernel_start="fork", pool_size=pool, ready_timeout=300, **quota) as f,
+        b.running_server(kernel_start="launch", pool_size=pool, ready_timeout=300, **quota) as la,
+    ):
+        servers = {"fork": f, "launch": la}
+        if "a" in args.parts and pool == 0:
+            part_a(servers, args.n)
+        if "b" in args.parts:
+            part_b(servers, args.live)
+        if "c" in args.parts:
+            part_c(servers, args.burst)
+    if "a" in args.parts and pool != 0:
+        with (
+            b.running_server(kernel_start="fork", pool_size=0, ready_timeout=300, **quota) as f,
+            b.running_server(kernel_start="launch", pool_size=0, ready_timeout=300, **quota) as la,
+        ):
+            part_a({"fork": f, "launch": la}, args.n)
+
+
+if __name__ == "__main__":
+    main()

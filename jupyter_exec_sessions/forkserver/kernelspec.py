@@ -1,0 +1,56 @@
+"""The kernel spec of forked container kernels.
+
+Written by the server at start-up under its data directory: a copy of the configured kernel
+spec (``kernel_name``, e.g. ``python3``) whose ``metadata.kernel_provisioner`` selects the
+``exec-sessions-fork`` provisioner. Everything else (argv, env, interrupt mode) is the base
+spec's, so a kernel the provisioner has to launch instead is exactly the configured one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from .provisioner import PROVISIONER_NAME, fork_argv
+
+__all__ = ["can_fork_spec", "write_kernelspec"]
+
+
+def can_fork_spec(kernel_spec_manager: Any, base_name: str) -> bool:
+    """Whether ``base_name`` runs ``<python> -m ipykernel_launcher`` (forkable).
+
+    A bare ``python`` is what jupyter_client replaces with the server's own interpreter.
+    """
+    try:
+        argv = list(kernel_spec_manager.get_kernel_spec(base_name).argv)
+    except Exception:
+        return False
+    if argv and not os.path.isabs(argv[0]) and argv[0].startswith("python"):
+        argv[0] = sys.executable
+    return fork_argv(argv) is not None
+
+
+def write_kernelspec(kernel_spec_manager: Any, base_name: str, dest: Path) -> str:
+    """Write the forked variant of ``base_name`` under ``dest``, register ``dest``; its name."""
+    base = kernel_spec_manager.get_kernel_spec(base_name)
+    name = f"exec-sessions-fork-{base_name}"
+    spec_dir = dest / name
+    spec_dir.mkdir(parents=True, exist_ok=True)
+    metadata = dict(base.metadata or {})
+    metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": {}}
+    spec = {
+        "argv": list(base.argv),
+        "display_name": f"{base.display_name} (exec-sessions fork)",
+        "language": base.language,
+        "interrupt_mode": base.interrupt_mode,
+        "env": dict(base.env or {}),
+        "metadata": metadata,
+    }
+    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
+    dirs = list(kernel_spec_manager.kernel_dirs)
+    if str(dest) not in dirs:
+        kernel_spec_manager.kernel_dirs = [*dirs, str(dest)]
+    return name

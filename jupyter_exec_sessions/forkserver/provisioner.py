@@ -1,0 +1,66 @@
+"""``ForkProvisioner``: kernels forked from a warm template process instead of launched.
+
+Registered as ``exec-sessions-fork`` under the ``jupyter_client.kernel_provisioners`` entry
+point and selected by a kernel spec's ``metadata.kernel_provisioner``, so jupyter_server's
+kernel manager, the warm pool and the engine are unchanged. The kernel manager prepares the
+launch as usual (connection file with fresh ports and key, environment, working directory);
+instead of ``Popen`` the provisioner asks the template (:mod:`.server`) to fork a kernel for
+that connection file. A command that is not ``<the template's python> -m ipykernel_launcher``,
+or any failure of the template, falls back to a normal launch (logged once per reason).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+
+from .server import ForkServer, fork_server, template_supported
+
+__all__ = ["PROVISIONER_NAME", "ForkProvisioner", "fork_argv"]
+
+PROVISIONER_NAME = "exec-sessions-fork"
+
+_warned: set[str] = set()
+
+
+def fork_argv(cmd: list[str]) -> list[str] | None:
+    """The kernel's own arguments when ``cmd`` runs ``ipykernel_launcher``, else ``None``."""
+    if len(cmd) >= 3 and cmd[1:3] == ["-m", "ipykernel_launcher"] and os.path.isabs(cmd[0]):
+        return list(cmd[3:])
+    return None
+
+
+class ForkProvisioner(LocalProvisioner):
+    """Forks the kernel from the template; launches it normally when that cannot be done."""
+
+    forked = False
+
+    async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
+        """Fork a kernel for this connection; on any failure launch it as usual."""
+        argv = fork_argv(cmd)
+        reason = None
+        if not template_supported():
+            reason = "this platform cannot fork kernels"
+        elif argv is None:
+            reason = f"kernel command is not '<python> -m ipykernel_launcher': {cmd[:3]}"
+        if reason is None:
+            server: ForkServer = fork_server(cmd[0])
+            env = {str(k): str(v) for k, v in (kwargs.get("env") or os.environ).items()}
+            cwd = str(kwargs.get("cwd") or os.getcwd())
+            try:
+                process = await server.fork(argv or [], cwd, env)
+            except Exception as e:
+                reason = f"fork failed ({e}); launching instead"
+            else:
+                self.process = process  # type: ignore[assignment]  # Popen-like
+                self.pid = self.pgid = process.pid  # the child started its own session
+                self.cwd = cwd
+                self.forked = True
+                return self.connection_info
+        if reason not in _warned:
+            _warned.add(reason)
+            self.log.warning("exec-sessions: %s", reason)
+        self.forked = False
+        return await super().launch_kernel(cmd, **kwargs)
