@@ -424,8 +424,13 @@ async def test_missing_files_raise_not_found_naming_the_path(session: KernelSess
 
 @pytest.mark.parametrize("path", ["../escape.txt", "a/../../escape.txt", "/etc/passwd", "a\0b", ""])
 async def test_paths_outside_the_workdir_are_rejected(session: KernelSession, path: str) -> None:
-    with pytest.raises(errors.InvalidRequestError, match="Invalid path"):
+    with pytest.raises(errors.InvalidRequestError) as refused:
         await session.write_file(path, b"x")
+    assert refused.value.param == "path"
+    assert any(
+        why in refused.value.message
+        for why in ("escape the container directory", "is absolute", "NUL byte", "is empty")
+    ), refused.value.message
     with pytest.raises(errors.InvalidRequestError):
         await session.read_file(path)
 
