@@ -15,7 +15,9 @@ from sse import read_events
 
 
 def new_container(server: RunningServer, name: str = "exec") -> str:
-    r = httpx.post(f"{server.api_base}/containers", headers=server.headers, json={"name": name})
+    r = httpx.post(  # an empty pool means a cold kernel start (on a gateway: seconds)
+        f"{server.api_base}/containers", headers=server.headers, json={"name": name}, timeout=60
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["id"])
 
