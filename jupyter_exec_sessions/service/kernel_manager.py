@@ -34,13 +34,6 @@ class KernelManagerAdapter:
         """Start a kernel of ``kernel_name``; ``kwargs`` (``path``, ``cwd``) go to the manager."""
         return str(await ensure_async(self.km.start_kernel(kernel_name=kernel_name, **kwargs)))
 
-    def provisioner(self, kernel_id: str) -> Any:
-        """The kernel's provisioner (local kernels), else None."""
-        try:
-            return getattr(self.km.get_kernel(kernel_id), "provisioner", None)
-        except KeyError:
-            return None
-
     def get(self, kernel_id: str) -> KernelLike:
         """The kernel's manager; ``KeyError`` when the id is unknown."""
         return self.km.get_kernel(kernel_id)
