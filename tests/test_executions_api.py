@@ -238,7 +238,7 @@ def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     assert text.startswith("0000000x") and "0004095x" in text
     assert "truncated" in text
     path = out["full_output_file"]
-    assert path.startswith(str(server.data_dir / "containers" / cid))
+    assert path.startswith("/mnt/data/")  # the container's path, not the server's
     files = httpx.get(f"{server.api_base}/containers/{cid}/files", headers=server.headers).json()
     match = [f for f in files["data"] if f["path"] == path]
     assert match and match[0]["source"] == "assistant"
