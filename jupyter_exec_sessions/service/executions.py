@@ -30,6 +30,7 @@ from ..models import (
 from .config import ServiceConfig
 from .containers import Containers
 from .events import EventBus
+from .files import container_path
 from .kernels import ContainerKernels
 from .store import ExecutionRow, Store
 
@@ -187,7 +188,7 @@ class Executions:
                 execution.status = "cancelled"
             else:
                 result = inner.result()
-                self._apply(execution, result)
+                self._apply(execution, result, row.workdir)
                 if slot.interrupted and execution.status == "failed":
                     execution.status = "cancelled"  # stopped on demand via /interrupt
                 if result.kernel_lost and not slot.gone:
@@ -277,14 +278,14 @@ class Executions:
         return _record(found, preview=False, outputs=True)
 
     @staticmethod
-    def _apply(execution: Execution, result: RunResult) -> None:
+    def _apply(execution: Execution, result: RunResult, workdir: str) -> None:
         execution.status = result.status
         execution.outputs = list(result.outputs)
         if result.shell_output is not None:
             execution.shell_output = list(result.shell_output)
         execution.execution_count = result.execution_count
         execution.truncated = result.truncated
-        execution.full_output_file = result.full_output_file
+        execution.full_output_file = container_path(workdir, result.full_output_file)
 
     async def interrupt(self, owner: str, container_id: str) -> dict[str, Any]:
         """Interrupt the running execution (interpreter state is kept)."""

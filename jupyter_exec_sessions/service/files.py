@@ -22,7 +22,22 @@ from .containers import Containers
 from .kernels import ContainerKernels
 from .store import ContainerRow, FileRow, Store
 
-__all__ = ["CONTAINER_ROOT", "Files"]
+__all__ = ["CONTAINER_ROOT", "Files", "container_path"]
+
+
+def container_path(workdir: str, path: str | None) -> str | None:
+    """A path inside the container directory as answers name it: ``/mnt/data/<relative>``.
+
+    ``path`` is what the kernel reported (absolute under ``workdir``, or already relative).
+    """
+    if path is None:
+        return None
+    root = workdir.replace("\\", "/").rstrip("/") + "/"
+    path = path.replace("\\", "/")
+    rel = path[len(root) :] if path.startswith(root) else path.lstrip("/")
+    if path.startswith(CONTAINER_ROOT + "/"):
+        rel = path[len(CONTAINER_ROOT) + 1 :]
+    return posixpath.join(CONTAINER_ROOT, rel)
 
 
 class Files:
