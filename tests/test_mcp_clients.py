@@ -138,5 +138,5 @@ async def test_a_cancel_racing_the_session_delete_leaves_no_traceback_in_the_log
     assert "Traceback" not in log and "ClosedResourceError" not in log, log
 
 
-async def _ignore(_progress: float, _total: float | None, _message: str | None) -> None:
+async def _ignore(progress: float, total: float | None, message: str | None) -> None:
     return None
