@@ -335,7 +335,7 @@ def test_create_from_the_panel_and_delete_with_confirmation_removes_the_row(
     dialog.locator("input").fill("made-in-the-panel")
     dialog.locator(".jp-mod-accept").click()
     row = panel.locator("tr.jes-row", has_text="made-in-the-panel")
-    expect(row).to_have_count(1, timeout=5_000)
+    expect(row).to_have_count(1, timeout=30_000)  # a cold kernel start when the pool is empty
     cid = row.get_attribute("data-id")
     with http(lab) as h:
         assert h.get(f"containers/{cid}").json()["name"] == "made-in-the-panel"
@@ -404,6 +404,7 @@ def test_screenshots_in_light_and_dark_themes_and_the_reconnecting_state(
         download_button.click()
     assert download.value.suggested_filename == "rows.csv"
     assert download.value.path().read_text() == "alpha,3\nbeta,5\n"
+    detail.evaluate("el => { el.scrollTop = 0; }")
     for theme, light, name in (
         ("JupyterLab Light", "true", "panel-light.png"),
         ("JupyterLab Dark", "false", "panel-dark.png"),
