@@ -69,11 +69,12 @@ def _create(server: RunningServer) -> str:
 
 PROBE = textwrap.dedent(
     """
-    import json, os, random, tempfile
+    import json, os, random, signal, tempfile
     print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
                       "random": [random.random() for _ in range(4)],
                       "urandom": os.urandom(8).hex(), "tmp": tempfile.mkdtemp(),
                       "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
+                      "sigpipe": int(signal.getsignal(signal.SIGPIPE)),
                       "parent": open(f"/proc/{os.getppid()}/cmdline").read()}))
     """
 )
@@ -94,6 +95,8 @@ def test_two_forked_containers_share_no_python_state_and_draw_different_random_n
     assert pa["urandom"] != pb["urandom"]
     assert pa["tmp"] != pb["tmp"]
     assert pa["cwd"].endswith(a) and pb["cwd"].endswith(b)
+    # signal dispositions are a fresh Python's (SIGPIPE ignored), not the template's
+    assert pa["sigpipe"] == int(signal.SIG_IGN)
     # the template's socket to the server is not inherited by its kernels
     template_args = Path(f"/proc/{pa['ppid']}/cmdline").read_bytes().split(b"\0")
     template_sock = os.readlink(f"/proc/{pa['ppid']}/fd/{int(template_args[2])}")
