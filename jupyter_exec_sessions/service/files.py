@@ -8,6 +8,7 @@ sources and creation times; a listing first syncs it with the directory as it re
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import time
 
 from .._contract import CONTAINER_ROOT, new_id
