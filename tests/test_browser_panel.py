@@ -25,7 +25,12 @@ import pytest
 from helpers import ARTIFACTS, RunningServer, launch
 from test_browser_monitor import CHROMIUM, CHROMIUM_ARGS, require_chromium
 
-from jupyter_exec_sessions.mcp_server import META_CONTAINER_ID, META_SESSION_ID, META_TURN_ID
+from jupyter_exec_sessions.mcp_server import (
+    META_CONTAINER_ID,
+    META_SESSION_ID,
+    META_TURN_ID,
+    RESULT_META_CONTAINER_ID,
+)
 
 PANEL = "#jupyter-exec-sessions-panel"
 CONSOLE: list[str] = []  # the browser's console messages
@@ -61,7 +66,7 @@ def mcp_call(
     turn_id: str,
     container_id: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Run code through the MCP endpoint with the official client; (text, structured).
+    """Run code through the MCP endpoint with the official client; (text, the result's _meta).
 
     Each call is a new MCP session: without ``container_id`` (sent as ``_meta``) it gets a
     container of its own.
@@ -88,7 +93,7 @@ def mcp_call(
                 meta=cast(Any, meta),
             )
         text = "\n".join(c.text for c in result.content if isinstance(c, TextContent))
-        return text, dict(result.structured_content or {})
+        return text, dict(result.meta or {})
 
     # Playwright's sync API owns this thread's event loop: run the client in its own thread.
     out: list[tuple[str, dict[str, Any]]] = []
@@ -194,7 +199,7 @@ def test_containers_created_via_rest_and_mcp_appear_within_two_seconds(
     expect(row.locator(".jes-col-status")).to_have_text("running")
 
     _, structured = mcp_call(lab, "seen = 'via-mcp'", "browser-conv", "browser-turn-0")
-    mcp_row = panel.locator(f"tr.jes-row[data-id='{structured['container_id']}']")
+    mcp_row = panel.locator(f"tr.jes-row[data-id='{structured[RESULT_META_CONTAINER_ID]}']")
     expect(mcp_row).to_be_visible(timeout=2_000)
     expect(mcp_row.locator(".jes-col-executions")).to_have_text("1", timeout=2_000)
     page.screenshot(path=str(ARTIFACTS / "panel-list.png"))
@@ -214,7 +219,7 @@ def test_mcp_code_adds_a_timeline_entry_with_its_session_turn_and_rich_outputs(
         "answer_from_mcp = 'forty-two'\nprint('ran via mcp')"
     )
     _, structured = mcp_call(lab, code, "timeline-conv", "turn-7")
-    cid = structured["container_id"]
+    cid = structured[RESULT_META_CONTAINER_ID]
     panel = open_panel_from_sidebar(page)
     row = panel.locator(f"tr.jes-row[data-id='{cid}']")
     expect(row).to_be_visible(timeout=5_000)
@@ -251,7 +256,7 @@ def test_open_console_attaches_to_the_containers_kernel_with_the_models_variable
     from playwright.sync_api import expect
 
     _, structured = mcp_call(lab, "model_var = 6 * 7\nmodel_var", "console-conv", "turn-1")
-    cid = structured["container_id"]
+    cid = structured[RESULT_META_CONTAINER_ID]
     with http(lab) as h:
         kernel_id = h.get(f"containers/{cid}").json()["exec_sessions"]["kernel_id"]
     page.evaluate(
@@ -371,7 +376,7 @@ def test_screenshots_in_light_and_dark_themes_and_the_reconnecting_state(
         "print('total', sum(v for _, v in rows))"
     )
     _, structured = mcp_call(lab, code, "demo-conversation", "turn-1")
-    cid = structured["container_id"]
+    cid = structured[RESULT_META_CONTAINER_ID]
     with http(lab) as h:
         for origin in ("created", "history"):
             r = h.post(

@@ -26,6 +26,7 @@ from jupyter_exec_sessions.hook import (
     RequestToolContext,
     SessionResolver,
 )
+from jupyter_exec_sessions.mcp_server import RESULT_META_EXECUTION
 from jupyter_exec_sessions.models import Execution
 
 pytestmark = pytest.mark.kernels("gateway")
@@ -195,7 +196,8 @@ async def test_the_session_hook_and_mcp_tool_calls_keep_state_on_remote_kernels(
             mcp, "execute_python_code", {"code": "print(x + 1)"}, meta=await second.meta(auto)
         )
         assert not out.is_error, out.content
-        execution = Execution.model_validate(out.structured_content)
+        assert out.meta is not None, out.content
+        execution = Execution.model_validate(out.meta[RESULT_META_EXECUTION])
         assert "".join(o.text for o in execution.outputs if o.type == "logs").strip() == "42"
     finally:
         await pool.aclose()
