@@ -305,7 +305,7 @@ def test_resolutions_are_typed_and_bounded(small: RunningServer) -> None:
         extra = http.post(f"containers/{cid}/resolutions", json={"origin": "created", "x": 1})
         assert extra.status_code == 400 and extra.json()["error"]["param"] == "x"
         long = http.post(
-            f"containers/{cid}/resolutions", json={"origin": "created", "session_id": "s" * 300}
+            f"containers/{cid}/resolutions", json={"origin": "created", "session_id": "s" * 600}
         )
         assert long.status_code == 400 and long.json()["error"]["param"] == "session_id"
         huge = http.post(
