@@ -47,6 +47,8 @@ SERVER_TRAITS: dict[str, Any] = {
     "minute_seconds": 3,
     "reaper_interval": 0.5,
     "max_containers_per_user": 50,
+    # the committed story of 04 is the confined one; a host without bubblewrap fails loudly
+    "sandbox": "bwrap",
 }
 _LAB_OFF = ["jupyterlab", "jupyter_lsp", "notebook_shim", "jupyter_server_terminals"]
 _ENV_DROP = ("JUPYTER_EXEC_SESSIONS_URL", "JUPYTER_EXEC_SESSIONS_TOKEN", "JPY_PARENT_PID")

@@ -103,8 +103,6 @@ def bwrap_args(
             args += ["--ro-bind", "/dev/null", path]
     if hosts_file is not None:
         args += ["--ro-bind", hosts_file, "/etc/hosts"]
-    for root in ro_roots:
-        args += ["--ro-bind", root, root]
     args += [
         "--proc",
         "/proc",
@@ -114,6 +112,12 @@ def bwrap_args(
         "/tmp",
         "--tmpfs",
         "/dev/shm",
+    ]
+    # after the private /tmp: a Python environment that lives under /tmp (a CI checkout, a
+    # virtualenv made with mktemp) must stay visible, not be hidden by the empty tmpfs
+    for root in ro_roots:
+        args += ["--ro-bind", root, root]
+    args += [
         "--bind",
         data_dir,
         INSIDE_DATA,
