@@ -126,7 +126,7 @@ def test_quickstart_uploads_runs_code_that_writes_a_file_downloads_it_and_stream
 
 
 @pytest.mark.timeout(400)
-def test_mcp_tools_keep_state_route_by_meta_count_turns_report_progress_and_return_an_image(
+def test_mcp_tools_keep_state_route_by_conversation_and_meta_count_turns_report_progress_and_image(
     nb_server: Any,
 ) -> None:
     nb = run(nb_server, "02_mcp_tools")
@@ -137,7 +137,8 @@ def test_mcp_tools_keep_state_route_by_meta_count_turns_report_progress_and_retu
     assert "call 2 -> Out: 43" in state and "hello from python" in state
     route = text(nb, "route")
     assert "sees secret? Out: False" in route and "-> Out: 42" in route
-    assert re.search(r"sessions=1 turns=3", route), route
+    assert re.search(r"same conversation, new session -> cntr_\w+ -> Out: 42", route), route
+    assert re.search(r"sessions=2 turns=6", route), route
     progress = text(nb, "progress")
     assert "progress: " in progress and "epoch 1" in progress and "'done'" in progress
     assert images(nb, "image") == 1
