@@ -59,14 +59,18 @@ class GuardedBody(web.RequestHandler):
             413, "The request body is %s; the limit is %d bytes (max_body_bytes).", got, limit
         )
 
+    def unauthenticated_message(self) -> str:
+        """The message of this route's 401 (an endpoint may say more about what to send)."""
+        return "Missing or invalid credentials."
+
     def get_login_url(self) -> str:
         """An API never redirects to a login page: unauthenticated is a 401."""
-        raise web.HTTPError(401, "Missing or invalid credentials.")
+        raise web.HTTPError(401, self.unauthenticated_message())
 
     def check_xsrf_cookie(self) -> None:
         """A request without valid credentials is a 401, not an XSRF 403."""
         if hasattr(self, "_jupyter_current_user") and not self.current_user:
-            raise web.HTTPError(401, "Missing or invalid credentials.")
+            raise web.HTTPError(401, self.unauthenticated_message())
         super().check_xsrf_cookie()
 
     def _request_summary(self) -> str:
@@ -83,7 +87,7 @@ class GuardedBody(web.RequestHandler):
         if self._finished:
             return
         if not self.current_user:
-            raise web.HTTPError(401, "Missing or invalid credentials.")
+            raise web.HTTPError(401, self.unauthenticated_message())
         raw = self.request.headers.get("Content-Length")
         if raw is not None:
             try:

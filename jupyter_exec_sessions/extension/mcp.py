@@ -191,15 +191,9 @@ class MCPHandler(GuardedBody, APIHandler):
         self._held_start: MutableMapping[str, Any] | None = None
         self._held_chunks: list[bytes] = []
 
-    def get_login_url(self) -> str:
-        """An API never redirects to a login page: unauthenticated is a 401."""
-        raise web.HTTPError(401, _unauthenticated_message(self.request.headers))
-
-    def check_xsrf_cookie(self) -> None:
-        """A request without valid credentials is a 401 (never jupyter's XSRF 403)."""
-        if hasattr(self, "_jupyter_current_user") and not self.current_user:
-            raise web.HTTPError(401, _unauthenticated_message(self.request.headers))
-        super().check_xsrf_cookie()
+    def unauthenticated_message(self) -> str:
+        """What an MCP client must send, and why this request was refused."""
+        return _unauthenticated_message(self.request.headers)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors before the MCP session manager answers, as a JSON-RPC error body.
