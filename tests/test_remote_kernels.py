@@ -119,11 +119,14 @@ def test_no_kernel_is_left_on_the_gateway_after_delete_expiry_and_shutdown(
 def test_a_restart_after_a_crash_shuts_down_the_remote_kernels_it_left_and_says_state_reset(
     own_gateway: EnterpriseGateway, start_server: Callable[..., RunningServer]
 ) -> None:
-    first = start_server(gateway=own_gateway, pool_size=1)
+    # a pool that never grows: exactly the container's kernel and one pool kernel are left
+    first = start_server(gateway=own_gateway, pool_size=1, pool_max_size=1)
     c = new_container(first)
     run(first, c["id"], "x = 1\nopen('kept.txt', 'w').write('files stay')")
+    # the container's kernel + the pool's refill (started a moment after the create)
+    wait_for("the pool to refill", lambda: len(own_gateway.kernel_ids()) == 2)
     left = own_gateway.kernel_ids()
-    assert c["exec_sessions"]["kernel_id"] in left and len(left) == 2  # + the pool's
+    assert c["exec_sessions"]["kernel_id"] in left
     orphan_dir = first.containers_root / ("cntr_" + "0" * 32)  # as a crashed pool leaves one
     orphan_dir.mkdir()
     first.proc.send_signal(signal.SIGKILL)
@@ -133,6 +136,7 @@ def test_a_restart_after_a_crash_shuts_down_the_remote_kernels_it_left_and_says_
     second = start_server(
         gateway=own_gateway,
         pool_size=1,
+        pool_max_size=1,
         data_dir=first.data_dir,
         token=first.token,
         remote_workdir_root=first.config["remote_workdir_root"],
