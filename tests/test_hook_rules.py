@@ -38,6 +38,7 @@ from jupyter_exec_sessions.hook import (
     history_container_ids,
     parse_tool,
 )
+from jupyter_exec_sessions.mcp_server import META_INCLUDE_EXECUTION
 
 
 @dataclass
@@ -274,7 +275,12 @@ async def test_fifty_concurrent_tool_calls_in_one_request_resolve_once() -> None
     metas = await asyncio.wait_for(asyncio.gather(*calls), 10)
     assert len(backend.created) == 1
     assert {m[META_CONTAINER_ID] for m in metas} == {"cntr_new1"}
-    assert metas[0] == {META_CONTAINER_ID: "cntr_new1", META_SESSION_ID: "s", META_TURN_ID: "t"}
+    assert metas[0] == {
+        META_CONTAINER_ID: "cntr_new1",
+        META_SESSION_ID: "s",
+        META_TURN_ID: "t",
+        META_INCLUDE_EXECUTION: True,  # the gateway builds its output items from it
+    }
 
 
 def test_a_request_context_resolves_once_across_threads_with_their_own_event_loops() -> None:
