@@ -164,7 +164,7 @@ def test_deleting_a_container_shuts_its_kernel_and_removes_its_directory(
     client.containers.delete(c.id)
     wait_until(
         lambda: kernel_id not in kernel_ids(server) and not workdir.exists(),
-        20,
+        60,  # remote kernels: removed through a pool kernel, which may need a cold start
         "the kernel and the directory to go",
     )
 
