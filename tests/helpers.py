@@ -34,6 +34,7 @@ __all__ = [
     "ARTIFACTS",
     "EnterpriseGateway",
     "launch_enterprise_gateway",
+    "list_kernel_ids",
     "SANDBOX",
     "ROOT",
     "RunningServer",
@@ -121,9 +122,7 @@ class EnterpriseGateway:
 
     def kernel_ids(self) -> set[str]:
         """Ids of the kernels running on the gateway (its own ``/api/kernels``)."""
-        r = httpx.get(f"{self.url}/api/kernels", headers=self.headers, timeout=10)
-        r.raise_for_status()
-        return {k["id"] for k in r.json()}
+        return list_kernel_ids(f"{self.url}/api/kernels", self.headers)
 
     def log(self) -> str:
         """The gateway's log so far."""
@@ -138,6 +137,22 @@ class EnterpriseGateway:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+def list_kernel_ids(url: str, headers: dict[str, str], attempts: int = 10) -> set[str]:
+    """The ids a ``/api/kernels`` listing names.
+
+    Enterprise Gateway (and a server listing through it) answers a listing that races a
+    kernel's shutdown with a 500 now and then: such an answer is asked again, a bounded number
+    of times.
+    """
+    for attempt in range(attempts):
+        r = httpx.get(url, headers=headers, timeout=10)
+        if r.status_code < 500 or attempt == attempts - 1:
+            break
+        time.sleep(0.2)  # the pause between two tries of a bounded retry
+    r.raise_for_status()
+    return {k["id"] for k in r.json()}
 
 
 def eg_python() -> Path:

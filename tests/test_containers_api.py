@@ -13,12 +13,12 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from helpers import RunningServer, ServerLauncher, read_events, wait_until
+from helpers import RunningServer, ServerLauncher, list_kernel_ids, read_events, wait_until
 
 
 def kernel_ids(server: RunningServer) -> set[str]:
     """Ids of the server's kernels (``GET /api/kernels``): containers' and the pool's."""
-    return {k["id"] for k in httpx.get(f"{server.url}api/kernels", headers=server.headers).json()}
+    return list_kernel_ids(f"{server.url}api/kernels", server.headers)
 
 
 def kernels_besides(server: RunningServer, kernel_id: str) -> set[str]:

@@ -141,7 +141,9 @@ def test_a_restart_after_a_crash_shuts_down_the_remote_kernels_it_left_and_says_
         token=first.token,
         remote_workdir_root=first.config["remote_workdir_root"],
     )
-    wait_for("the crashed run's kernels to go", lambda: not own_gateway.kernel_ids() & left)
+    wait_for(
+        "the crashed run's kernels to go", lambda: not own_gateway.kernel_ids() & left, timeout=90
+    )
     nxt = run(second, c["id"], "print(open('kept.txt').read()); 'x' in globals()")
     assert nxt["state_reset"] is True
     assert nxt["outputs"][0]["text"] == "files stay\n"

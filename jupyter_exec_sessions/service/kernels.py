@@ -204,13 +204,21 @@ class ContainerKernels:
             log.warning("exec-sessions: sweep of container directories failed", exc_info=True)
 
     async def _shutdown_orphan(self, kernel_id: str) -> None:
-        """Shut down a remote kernel a previous run of this server left (a crash)."""
-        try:
-            if await self.manager.shutdown_unknown(kernel_id):
-                log.info("exec-sessions: shut down remote kernel %s left by a crash", kernel_id)
-        except Exception:
-            log.warning("could not shut down remote kernel %s", kernel_id, exc_info=True)
-            return
+        """Shut down a remote kernel a previous run of this server left (a crash).
+
+        A gateway answers now and then with an error while it is busy with other kernels: a
+        failed attempt is repeated (three in all) before the kernel is left for the next start.
+        """
+        for attempt in range(3):
+            try:
+                if await self.manager.shutdown_unknown(kernel_id):
+                    log.info("exec-sessions: shut down remote kernel %s left by a crash", kernel_id)
+                break
+            except Exception:
+                if attempt == 2:
+                    log.warning("could not shut down remote kernel %s", kernel_id, exc_info=True)
+                    return
+                await asyncio.sleep(0.5)
         self.store.remove_kernel(kernel_id)
 
     async def _discard_session(self, session: KernelSession, workdir: str) -> None:
