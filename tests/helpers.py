@@ -349,7 +349,8 @@ def launch(
         **dict.fromkeys(extensions, True),
     }
     config.setdefault("pool_size", 1)
-    config.setdefault("sandbox", SANDBOX)
+    # remote kernels are never confined by the local sandbox (a server refuses sandbox=bwrap there)
+    config.setdefault("sandbox", "none" if gateway is not None else SANDBOX)
     args = [
         sys.executable,
         "-m",
