@@ -224,6 +224,39 @@ class Store:
             raise
         self._db.execute("COMMIT")
 
+    def _page(
+        self,
+        table: str,
+        where: list[str],
+        args: list[Any],
+        *,
+        after: str | None,
+        limit: int,
+        order: str,
+    ) -> tuple[list[sqlite3.Row], bool]:
+        """One cursor page of ``table`` rows matching ``where``, in insertion order (``n``).
+
+        ``after`` is the id of a row of the same owner (the first clause of ``where``, which
+        takes the first of ``args``): an unknown one is an empty page. Returns the rows and
+        whether more follow.
+        """
+        desc = order == "desc"
+        clauses, values = list(where), list(args)
+        if after is not None:
+            r = self._db.execute(
+                f"SELECT n FROM {table} WHERE id = ? AND {where[0]}", (after, args[0])
+            ).fetchone()
+            if r is None:
+                return [], False
+            clauses.append("n < ?" if desc else "n > ?")
+            values.append(r[0])
+        sql = (
+            f"SELECT * FROM {table} WHERE {' AND '.join(clauses)}"
+            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
+        )
+        rows = self._db.execute(sql, [*values, limit + 1]).fetchall()
+        return rows[:limit], len(rows) > limit
+
     def close(self) -> None:
         """Close the database."""
         self._db.close()
@@ -337,21 +370,8 @@ class Store:
         if name is not None:
             where.append("name = ?")
             args.append(name)
-        desc = order == "desc"
-        if after is not None:
-            r = self._db.execute(
-                "SELECT n FROM containers WHERE id = ? AND owner = ?", (after, owner)
-            ).fetchone()
-            if r is None:
-                return [], False
-            where.append("n < ?" if desc else "n > ?")
-            args.append(r[0])
-        sql = (
-            f"SELECT * FROM containers WHERE {' AND '.join(where)}"
-            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
-        )
-        rows = [_container(r) for r in self._db.execute(sql, [*args, limit + 1]).fetchall()]
-        return rows[:limit], len(rows) > limit
+        rows, more = self._page("containers", where, args, after=after, limit=limit, order=order)
+        return [_container(r) for r in rows], more
 
     def running_containers(self) -> list[ContainerRow]:
         """Every container whose status is running."""
@@ -470,22 +490,10 @@ class Store:
     ) -> tuple[list[ExecutionRow], bool]:
         """A cursor page of the container's recorded executions and whether more follow."""
         where = ["container_id = ?"]
-        args: list[Any] = [container_id]
-        desc = order == "desc"
-        if after is not None:
-            r = self._db.execute(
-                "SELECT n FROM executions WHERE id = ? AND container_id = ?", (after, container_id)
-            ).fetchone()
-            if r is None:
-                return [], False
-            where.append("n < ?" if desc else "n > ?")
-            args.append(r[0])
-        sql = (
-            f"SELECT * FROM executions WHERE {' AND '.join(where)}"
-            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
+        rows, more = self._page(
+            "executions", where, [container_id], after=after, limit=limit, order=order
         )
-        rows = [_execution(r) for r in self._db.execute(sql, [*args, limit + 1]).fetchall()]
-        return rows[:limit], len(rows) > limit
+        return [_execution(r) for r in rows], more
 
     def newest_execution_ids(self, container_id: str, count: int) -> set[str]:
         """Ids of the container's ``count`` most recent executions."""
@@ -606,19 +614,8 @@ class Store:
         if purpose is not None:
             where.append("purpose = ?")
             args.append(purpose)
-        desc = order == "desc"
-        if after is not None:
-            cursor = self.get_stored_file(owner, after)
-            if cursor is None:
-                return [], False
-            where.append("n < ?" if desc else "n > ?")
-            args.append(cursor.n)
-        sql = (
-            f"SELECT * FROM stored_files WHERE {' AND '.join(where)}"
-            f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
-        )
-        rows = self._db.execute(sql, (*args, limit + 1)).fetchall()
-        return [StoredFileRow(**dict(r)) for r in rows[:limit]], len(rows) > limit
+        rows, more = self._page("stored_files", where, args, after=after, limit=limit, order=order)
+        return [StoredFileRow(**dict(r)) for r in rows], more
 
     def delete_stored_file(self, owner: str, id: str) -> None:
         """Forget a stored file."""
