@@ -356,6 +356,28 @@ def test_mcp_without_credentials_is_a_401_before_the_body(server: RunningServer)
     assert status == 401
 
 
+@pytest.mark.parametrize(
+    "path", ["/exec-sessions/mcp", "/exec-sessions/v1/containers"], ids=["mcp", "rest"]
+)
+def test_a_small_unauthenticated_body_is_refused_on_a_connection_that_stays_open(
+    server: RunningServer, path: str
+) -> None:
+    # An MCP client that probes first (server/discover) and falls back to initialize sends its
+    # second request on the same keep-alive connection: a server that closed it after the
+    # first 401 with the body unread made that client see a bare ReadError instead of the 401.
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize"}).encode()
+    headers = {**MCP_HEADERS, "Authorization": "Bearer wrong", "Content-Length": str(len(body))}
+    head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{server.port}"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        for _ in range(2):  # the same connection, twice
+            sock.sendall(request)
+            status, answer_headers, answer = read_response(sock)
+            assert status == 401, answer
+            assert answer_headers.get("connection", "").lower() != "close"
+
+
 async def test_mcp_timeout_seconds_1e306_is_a_clear_tool_error(server: RunningServer) -> None:
     headers = {"Authorization": f"Bearer {server.token}"}
     async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=90)) as http:

@@ -24,7 +24,7 @@ from .authorizer import install_authorizer
 from .body import MAX_BODY_SETTING
 from .datadir import DataDirBusyError, claim_data_dir
 from .remote_kernels import RemoteKernelManager, is_remote
-from .sandboxing import build_confinement
+from .sandboxing import build_confinement, provisioner_missing
 
 __all__ = ["ExecSessionsApp"]
 
@@ -283,6 +283,8 @@ class ExecSessionsApp(ExtensionApp):
             why_not = "this platform cannot fork kernels"
         elif not forkserver.can_fork_spec(ksm, self.kernel_name):
             why_not = f"kernel spec {self.kernel_name!r} is not '<python> -m ipykernel_launcher'"
+        else:
+            why_not = provisioner_missing(forkserver.PROVISIONER_NAME)
         if why_not is not None:
             level = self.log.warning if self.kernel_start == "fork" else self.log.info
             level("jupyter-exec-sessions: kernels are launched, not forked: %s", why_not)

@@ -5,8 +5,13 @@ decorated with ``@web.stream_request_body``. Every handler of this extension tha
 body uses :class:`GuardedBody` with that decorator, so that:
 
 1. authentication runs first, on the headers alone: a request without valid credentials gets
-   its 401 before a single body byte is read (tornado then closes the connection instead of
-   reading the rest);
+   its 401 before a single body byte is kept. A small declared body (up to
+   :data:`DRAIN_BEFORE_REFUSAL` bytes, an MCP ``initialize`` for instance) is read and thrown
+   away first, so that the refusal is answered on a connection whose bytes were all read:
+   closing a socket with unread bytes makes the kernel send a reset, which can reach the
+   client before it has read the 401 (it then sees a bare "connection reset" instead of the
+   server's message). A larger or undeclared body gets the 401 at once and the connection is
+   closed instead of read;
 2. a ``Content-Length`` over the route's limit is a 413 before the body is read;
 3. a body without ``Content-Length`` (chunked) is counted while it arrives and refused with
    413 as soon as it passes the limit.
@@ -23,6 +28,7 @@ from jupyter_server.log import _scrub_uri
 from tornado import httputil, web
 
 __all__ = [
+    "DRAIN_BEFORE_REFUSAL",
     "MAX_BODY_SETTING",
     "MULTIPART_OVERHEAD",
     "GuardedBody",
@@ -32,6 +38,10 @@ __all__ = [
 #: Bytes of multipart framing (boundaries, part headers, small form fields) allowed on top of
 #: ``max_upload_bytes`` in an upload's body.
 MULTIPART_OVERHEAD = 64 * 1024
+
+#: Largest declared body an unauthenticated request may send that is read (and discarded)
+#: before its 401 is answered, so that the answer is not lost to a connection reset.
+DRAIN_BEFORE_REFUSAL = 64 * 1024
 
 #: Settings key under which the app publishes ``max_body_bytes``.
 MAX_BODY_SETTING = "exec_sessions_max_body_bytes"
@@ -47,6 +57,7 @@ class GuardedBody(web.RequestHandler):
 
     _body: bytearray
     _body_rejected = False
+    _discard_body = False
 
     def body_limit(self) -> int:
         """Largest body this route accepts, in bytes."""
@@ -81,26 +92,53 @@ class GuardedBody(web.RequestHandler):
     async def prepare(self, *, _redirect_to_login: bool = True) -> None:
         """Authenticate on the headers, then check the declared body size."""
         self._body = bytearray()
-        pending = super().prepare()  # jupyter_server's: sets current_user
-        if pending is not None:
-            await pending
+        try:
+            pending = super().prepare()  # jupyter_server's: sets current_user (or raises a 401)
+            if pending is not None:
+                await pending
+            if not self._finished and not self.current_user:
+                raise web.HTTPError(401, self.unauthenticated_message())
+        except web.HTTPError as refusal:
+            size = self._declared_size()
+            if refusal.status_code != 401 or size is None or not 0 < size <= DRAIN_BEFORE_REFUSAL:
+                raise
+            self._refuse_after_body(refusal)
+            return
         if self._finished:
             return
-        if not self.current_user:
-            raise web.HTTPError(401, self.unauthenticated_message())
-        raw = self.request.headers.get("Content-Length")
-        if raw is not None:
-            try:
-                size = int(raw)
-            except ValueError:
-                raise web.HTTPError(400, "Invalid Content-Length header.") from None
+        size = self._declared_size()
+        if size is not None:
             limit = self.body_limit()
             if size > limit:
                 raise self.body_too_large(size, limit)
 
+    def _declared_size(self) -> int | None:
+        """The request's ``Content-Length``, if it sent one (400 when it is not a number)."""
+        raw = self.request.headers.get("Content-Length")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise web.HTTPError(400, "Invalid Content-Length header.") from None
+
+    def _refuse_after_body(self, refusal: web.HTTPError) -> None:
+        """Answer ``refusal`` once the (small) body has been read and thrown away.
+
+        tornado reads a streamed body only after ``prepare`` returns and then calls the verb;
+        the verb of this request is replaced by one that raises ``refusal``, and
+        :meth:`data_received` keeps nothing.
+        """
+        self._discard_body = True
+
+        async def refuse(*args: Any, **kwargs: Any) -> None:
+            raise refusal
+
+        setattr(self, (self.request.method or "").lower(), refuse)
+
     def data_received(self, chunk: bytes) -> None:
         """Keep the body while it stays within the limit; answer 413 once it does not."""
-        if self._finished or self._body_rejected:
+        if self._finished or self._body_rejected or self._discard_body:
             return
         limit = self.body_limit()
         if len(self._body) + len(chunk) > limit:

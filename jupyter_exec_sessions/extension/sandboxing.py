@@ -13,12 +13,13 @@ import hashlib
 import logging
 import sys
 import tempfile
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from ..service.confinement import Confinement, NoConfinement, check_network_policy
 
-__all__ = ["build_confinement", "sandbox_state_dir"]
+__all__ = ["build_confinement", "provisioner_missing", "sandbox_state_dir"]
 
 #: Unix socket paths are limited to 107 bytes; the per-kernel dirs must stay short.
 _MAX_STATE_DIR = 60
@@ -31,6 +32,20 @@ def sandbox_state_dir(data_dir: Path) -> Path:
         return preferred
     digest = hashlib.sha1(str(data_dir.resolve()).encode()).hexdigest()[:12]
     return Path(tempfile.gettempdir()) / f"jes-{digest}"
+
+
+def provisioner_missing(name: str) -> str | None:
+    """Why the kernel provisioner ``name`` cannot be used here, or ``None`` when it can.
+
+    jupyter_client finds provisioners through the package's entry points; an install whose
+    metadata predates one (an old editable install, say) would fail every kernel start.
+    """
+    if entry_points(group="jupyter_client.kernel_provisioners", name=name):
+        return None
+    return (
+        f"the {name!r} kernel provisioner is not registered (reinstall jupyter-exec-sessions:"
+        " its entry points are out of date)"
+    )
 
 
 def build_confinement(
@@ -89,6 +104,10 @@ def _usable(gateway: bool, bwrap: str) -> tuple[bool, str]:
         return False, "kernels run on a remote gateway (gateway_url): confine them there"
     if not sys.platform.startswith("linux"):
         return False, f"bubblewrap needs Linux (this is {sys.platform})"
+    from ..sandbox._kernelspec import PROVISIONER_NAME
     from ..sandbox._probe import probe_bwrap
 
+    missing = provisioner_missing(PROVISIONER_NAME)
+    if missing is not None:
+        return False, missing
     return probe_bwrap(bwrap)
