@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -207,6 +208,7 @@ class ExecSessionsApp(ExtensionApp):
     def initialize_settings(self) -> None:
         """Lock the data directory, build the container service, publish it to handlers."""
         assert self.serverapp is not None
+        self._route_package_logs()
         try:
             self._lock = claim_data_dir(
                 self.data_dir,
@@ -268,6 +270,20 @@ class ExecSessionsApp(ExtensionApp):
                 deny_to_non_admins=self.deny_to_non_admins,
             )
         self._mcp: Any = None
+
+    def _route_package_logs(self) -> None:
+        """The package's own loggers (service, engine, sandbox...) write to the server's log.
+
+        They are plain ``logging`` loggers under ``jupyter_exec_sessions``; without a handler
+        their INFO lines were lost and their warnings reached stderr unformatted. They take this
+        app's handlers and level, so they read like the rest of the server's log.
+        """
+        package = logging.getLogger("jupyter_exec_sessions")
+        for handler in self.log.handlers:
+            if handler not in package.handlers:
+                package.addHandler(handler)
+        package.setLevel(self.log.getEffectiveLevel())
+        package.propagate = not package.handlers
 
     def _container_kernel_name(self) -> str:
         """The kernel spec containers use: the forked variant of ``kernel_name`` if it applies."""
