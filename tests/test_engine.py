@@ -294,6 +294,20 @@ async def test_interrupt_stops_the_run_as_cancelled_and_keeps_state(
     assert (await py(session, "y")).outputs == [ResultOutput(data={"text/plain": "5"})]
 
 
+async def test_an_interrupt_sent_before_the_kernel_began_the_cell_still_stops_it(
+    session: KernelSession,
+) -> None:
+    task = asyncio.create_task(py(session, "import time\ntime.sleep(100)", timeout_s=100))
+    for _ in range(1000):  # until the request is sent (the kernel has not answered yet)
+        if session._user_req is not None:
+            break
+        await asyncio.sleep(0)
+    assert session._user_req is not None
+    await session.interrupt()  # before the kernel's busy status: it waits for it
+    r = await asyncio.wait_for(task, 30)
+    assert r.status == "cancelled" and not r.kernel_lost
+
+
 async def test_an_execution_id_that_is_not_a_plain_name_is_rejected(
     session: KernelSession,
 ) -> None:

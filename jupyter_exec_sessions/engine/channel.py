@@ -107,6 +107,9 @@ class Req:
     result: Any = None
     background: bool = False
     waiter: asyncio.Future[None] | None = None  # set while the request waits for a push
+    #: the kernel has begun this request (its ``busy`` status came): a signal now reaches it
+    busy: bool = False
+    on_busy: asyncio.Future[None] | None = None  # set while an interrupt waits for ``busy``
 
 
 @dataclass
@@ -139,6 +142,7 @@ class KernelChannel:
         self._closed = False
         self._running = False
         self._interrupted = False
+        self._user_req: Req | None = None  # the user's request in flight, if any
         self._inline = False  # a proxy dropped the payload field: pass arguments in the code
         self._readers: list[asyncio.Task[None]] = []  # push mode: one reader per channel
         self._push_error: Exception | None = None
@@ -243,6 +247,8 @@ class KernelChannel:
         then give up with the kernel lost.
         """
         req = self._send(code, silent=silent, payload=payload, on_iopub=on_iopub, user=user)
+        if user:
+            self._user_req = req
         out = Outcome(req)
         deadline = time.monotonic() + timeout_s
         next_alive = time.monotonic() + self.alive_poll_s
@@ -271,10 +277,31 @@ class KernelChannel:
                     await self._pump("shell" if req.idle else "iopub", wait)
             return out
         except asyncio.CancelledError:
+            if user:
+                await self._until_started(self.interrupt_grace_s)
             await self._interrupt_kernel()
             raise
         finally:
             self._reqs.pop(req.msg_id, None)
+            if self._user_req is req:
+                self._user_req = None
+
+    async def _until_started(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) until the kernel has begun the user's request.
+
+        An interrupt sent earlier is lost: ipykernel ignores SIGINT between requests, and a
+        setup queued ahead of the request would take it instead.
+        """
+        req = self._user_req
+        if req is None or req.busy:
+            return
+        fut = req.on_busy = asyncio.get_running_loop().create_future()
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            req.on_busy = None
 
     async def _pump(self, channel: str, timeout: float) -> None:
         """Receive at most one message of ``channel`` and route it to its request."""
@@ -400,6 +427,9 @@ class KernelChannel:
                     self._setup_error = f"{content.get('ename')}: {content.get('evalue')}"
         elif kind == "status":
             req.idle = req.idle or content.get("execution_state") == "idle"
+            req.busy = True  # busy, or idle (the kernel is past it)
+            if req.on_busy is not None:
+                wake(req.on_busy)
         elif kind == "display_data" and RESULT_MIME in content.get("data", {}):
             req.result = content["data"][RESULT_MIME]
         elif req.on_iopub is not None:

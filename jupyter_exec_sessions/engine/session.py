@@ -227,6 +227,7 @@ class KernelSession(KernelChannel):
         """Interrupt the running execution (state kept); it ends with status ``cancelled``."""
         if self._running:
             self._interrupted = True
+            await self._until_started(self.interrupt_grace_s)
         await self._interrupt_kernel()
 
     # ------------------------------------------------------------------ python
