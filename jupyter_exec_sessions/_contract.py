@@ -49,6 +49,7 @@ __all__ = [
     "ContainerBackend",
     "ConversationBackend",
     "ConversationContainer",
+    "conversation_container_name",
     "EventType",
     "OutputSink",
     "new_id",
@@ -157,13 +158,19 @@ class ConversationContainer:
     reason: Literal["expired", "evicted", "deleted"] | None = None
 
 
+def conversation_container_name(key: str) -> str:
+    """The name an implicit container of conversation key ``key`` is created with."""
+    return f"mcp-{key[:200]}"
+
+
 @runtime_checkable
 class ConversationBackend(Protocol):
     """What a backend offers when it keeps conversation containers itself (the service).
 
     Keys are ``conversation:<id>`` (the conversation id of the turn metadata) or
     ``mcp-session:<id>``. Bindings are durable (the registry), so other processes of the
-    same conversation find the same container.
+    same conversation find the same container. The service has it; the HTTP client has it
+    through ``POST``/``DELETE {base}/conversations``.
     """
 
     async def conversation_container(self, key: str, name: str) -> ConversationContainer:

@@ -35,6 +35,9 @@ __all__ = [
     "ContainerExpiredEvent",
     "ContainerResolvedData",
     "ContainerResolvedEvent",
+    "ConversationContainerObject",
+    "ConversationEnded",
+    "ConversationRequest",
     "Event",
     "EventData",
     "ExecutionCompletedData",
@@ -608,6 +611,40 @@ class ResolutionRecorded(_Wire):
     """Answer of ``POST /containers/{id}/resolutions``."""
 
     ok: bool = True
+
+
+# --------------------------------------------------------------------------- conversations
+class ConversationRequest(_Request):
+    """Body of ``POST /conversations``: the implicit container of a conversation key.
+
+    ``key`` is ``conversation:<conversation id>`` (the turn metadata's session id) or
+    ``mcp-session:<MCP session id>``; bindings are the caller's own.
+    """
+
+    key: str = Field(max_length=600, pattern=r"^(conversation|mcp-session):[^\x00-\x1f]+$")
+    #: the name a new container gets (default ``mcp-<key>``)
+    name: str | None = Field(default=None, min_length=1, max_length=256)
+
+
+class ConversationContainerObject(_Wire):
+    """Answer of ``POST /conversations``: the key's running container (made on demand)."""
+
+    object: Literal["conversation"] = "conversation"
+    key: str
+    container_id: str
+    #: the key's previous container, when this one was made because that one is gone
+    replaced: str | None = None
+    #: why the previous container is gone
+    reason: Literal["expired", "evicted", "deleted"] | None = None
+
+
+class ConversationEnded(_Wire):
+    """Answer of ``DELETE /conversations?key=…``: the binding is gone, its container expired."""
+
+    object: Literal["conversation.deleted"] = "conversation.deleted"
+    key: str
+    #: whether an implicit container of the key was expired by this call
+    deleted: bool
 
 
 # --------------------------------------------------------------------------- errors

@@ -104,6 +104,32 @@ async def test_stdio_routes_by_meta_records_turns_and_reports_progress(
     assert (info.sessions, info.turns) == (1, 1)
 
 
+async def test_a_second_stdio_process_of_a_conversation_finds_its_state_again(
+    server: RunningServer,
+) -> None:
+    # `codex exec resume` starts a new stdio server for the same conversation
+    meta = mcp_meta({META_SESSION_ID: "stdio-conversation-7"})
+    async with connect(server) as first:
+        made = await first.call_tool(PY, {"code": "remembered = 'across processes'"}, meta=meta)
+    async with connect(server, mode="legacy") as second:
+        again = await second.call_tool(PY, {"code": "remembered"}, meta=meta)
+        own = await second.call_tool(PY, {"code": "'remembered' in globals()"})
+    assert not again.is_error, tool_text(again)
+    assert tool_container_id(again) == tool_container_id(made)
+    assert "'across processes'" in tool_text(again)
+    assert tool_container_id(own) != tool_container_id(made) and "False" in tool_text(own)
+
+
+async def test_a_stdio_servers_own_container_ends_with_its_process(server: RunningServer) -> None:
+    meta = mcp_meta({META_SESSION_ID: "stdio-conversation-8"})
+    async with connect(server) as client:
+        own = tool_container_id(await client.call_tool(PY, {"code": "1"}))
+        kept = tool_container_id(await client.call_tool(PY, {"code": "2"}, meta=meta))
+    async with AsyncClient(server.url, server.token) as rest:
+        assert (await rest.retrieve_container(own)).status == "expired"
+        assert (await rest.retrieve_container(kept)).status == "running"
+
+
 async def test_stdio_takes_url_and_token_from_the_environment(server: RunningServer) -> None:
     env = {"JUPYTER_EXEC_SESSIONS_URL": server.url, "JUPYTER_EXEC_SESSIONS_TOKEN": server.token}
     async with stdio([], env=env) as client:

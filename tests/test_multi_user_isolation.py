@@ -105,3 +105,24 @@ def test_terminals_and_contents_are_denied_to_non_admins_by_default(
         assert httpx.post(f"{two_users.url}api/terminals", headers=headers).status_code == 403
         assert httpx.get(f"{two_users.url}api/contents", headers=headers).status_code == 403
         assert httpx.get(f"{two_users.url}api/kernelspecs", headers=headers).status_code == 200
+
+
+def test_the_same_conversation_key_is_a_different_container_for_each_user(
+    two_users: RunningServer,
+) -> None:
+    url = f"{two_users.api_base}/conversations"
+    body = {"key": "conversation:shared-id"}
+    alice = [httpx.post(url, headers=ALICE, json=body, timeout=120) for _ in range(2)]
+    bob = httpx.post(url, headers=BOB, json=body, timeout=120)
+    assert [r.status_code for r in (*alice, bob)] == [200, 200, 200], bob.text
+    assert alice[0].json()["container_id"] == alice[1].json()["container_id"]
+    assert bob.json()["container_id"] != alice[0].json()["container_id"]
+    # bob cannot end (or even see) alice's binding: ending his own leaves hers running
+    gone = httpx.delete(url, headers=BOB, params=body, timeout=30)
+    assert gone.json() == {"object": "conversation.deleted", "key": body["key"], "deleted": True}
+    mine = httpx.get(
+        f"{two_users.api_base}/containers/{alice[0].json()['container_id']}",
+        headers=ALICE,
+        timeout=30,
+    )
+    assert mine.json()["status"] == "running"

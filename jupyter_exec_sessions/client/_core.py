@@ -18,10 +18,12 @@ import httpx2
 from pydantic import TypeAdapter, ValidationError
 
 from .. import errors
-from .._contract import API_PATH
+from .._contract import API_PATH, ConversationContainer
 from ..errors import ExecSessionsError
 from ..models import (
     EVENT_ADAPTER,
+    ConversationContainerObject,
+    ConversationEnded,
     CreateContainerRequest,
     Event,
     Execution,
@@ -176,6 +178,23 @@ def _stream_event(data: str, event_name: str) -> ExecutionStreamEvent | None:
     if isinstance(payload, dict) and "type" not in payload and event_name != "message":
         payload["type"] = event_name
     return ExecutionStreamEvent.model_validate(payload)
+
+
+def _conversation_call(key: str, name: str | None) -> Call:
+    return Call("POST", "conversations", json=_page(key=key, name=name))
+
+
+def _conversation(data: bytes) -> ConversationContainer:
+    bound = ConversationContainerObject.model_validate_json(data)
+    return ConversationContainer(bound.container_id, bound.replaced, bound.reason)
+
+
+def _end_conversation_call(key: str) -> Call:
+    return Call("DELETE", "conversations", params={"key": key})
+
+
+def _ended(data: bytes) -> bool:
+    return ConversationEnded.model_validate_json(data).deleted
 
 
 def _events_call(last_event_id: str | int | None) -> Call:

@@ -8,7 +8,7 @@ from typing import Literal, overload
 
 import httpx2
 
-from .._contract import OutputSink
+from .._contract import ConversationContainer, OutputSink
 from ..models import (
     Container,
     ContainerDeleted,
@@ -30,7 +30,11 @@ from ._core import (
     ExecRequest,
     FileInput,
     _Base,
+    _conversation,
+    _conversation_call,
     _create_request,
+    _end_conversation_call,
+    _ended,
     _events_call,
     _exec_call,
     _feed_event,
@@ -208,6 +212,20 @@ class Client(_Base):
     def interrupt(self, container_id: str) -> None:
         """Interrupt the container's running execution (its state is kept)."""
         self._send(Call("POST", f"containers/{_seg(container_id)}/interrupt"))
+
+    # conversations
+    def conversation_container(self, key: str, name: str | None = None) -> ConversationContainer:
+        """The running implicit container of conversation ``key``, made on demand.
+
+        ``key`` is ``conversation:<id>`` or ``mcp-session:<id>``; the binding lives on the
+        server, so every process of one conversation gets the same container. When the key's
+        previous container is gone, ``replaced`` and ``reason`` say which and why.
+        """
+        return _conversation(self._send(_conversation_call(key, name)))
+
+    def end_conversation(self, key: str) -> bool:
+        """Forget ``key`` and expire its implicit container now; whether one was expired."""
+        return _ended(self._send(_end_conversation_call(key)))
 
     # events
     @overload

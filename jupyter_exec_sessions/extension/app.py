@@ -126,7 +126,7 @@ class ExecSessionsApp(ExtensionApp):
         60.0,
         help="Seconds an MCP call that needs a new implicit container waits for one of the"
         " owner's implicit containers to become idle (and evictable) when the owner is at"
-        " the quota, before it is refused.",
+        " the quota, before it is refused (at once when the owner has no implicit container).",
     ).tag(config=True)
     implicit_evict_idle_s = Float(
         5.0,

@@ -15,9 +15,16 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.utils import url_path_join
 from tornado import web
 
-from .._contract import API_PATH
+from .._contract import API_PATH, conversation_container_name
 from ..errors import InvalidRequestError, PayloadTooLargeError
-from ..models import AddContainerFileRequest, CreateContainerRequest, FilePurpose
+from ..models import (
+    AddContainerFileRequest,
+    ConversationContainerObject,
+    ConversationEnded,
+    ConversationRequest,
+    CreateContainerRequest,
+    FilePurpose,
+)
 from .base import (
     ExecSessionsHandler,
     error_body,
@@ -262,6 +269,41 @@ class StoredFileContentHandler(ExecSessionsHandler):
         self.finish(data, set_content_type="application/octet-stream")
 
 
+class ConversationsHandler(ExecSessionsHandler):
+    """``/conversations``: the durable conversation → implicit container bindings.
+
+    What the in-server MCP endpoint keeps in the service, offered to MCP servers in other
+    processes (the stdio server): every process of one conversation finds the same container.
+    """
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def post(self) -> None:
+        """The key's running implicit container, made (or remade) on demand."""
+        request = self.parse(ConversationRequest, self.json_body())
+        name = request.name or conversation_container_name(request.key)
+        bound = await self.service.conversations.container_for(self.owner, request.key, name)
+        self.send_model(
+            ConversationContainerObject(
+                key=request.key,
+                container_id=bound.container_id,
+                replaced=bound.replaced,
+                reason=bound.reason,
+            )
+        )
+
+    @web.authenticated
+    @authorized
+    @openai_errors
+    async def delete(self) -> None:
+        """Forget ``?key=`` and expire its implicit container now."""
+        key = self.get_query_argument("key", None)
+        request = self.parse(ConversationRequest, {} if key is None else {"key": key})
+        ended = self.service.conversations.end(self.owner, request.key)
+        self.send_model(ConversationEnded(key=request.key, deleted=ended))
+
+
 class NotFoundHandler(ExecSessionsHandler):
     """Any other path under the API: a 404 in the OpenAI shape."""
 
@@ -305,6 +347,7 @@ ROUTES: list[tuple[str, type[ExecSessionsHandler]]] = [
     ("/files", StoredFilesHandler),
     ("/files/{file_id}/content", StoredFileContentHandler),
     ("/files/{file_id}", StoredFileHandler),
+    ("/conversations", ConversationsHandler),
     ("/events", EventsHandler),
     ("/openapi.json", OpenAPIHandler),
 ]

@@ -194,6 +194,30 @@ OPERATIONS: tuple[Operation, ...] = (
         answer_kind="binary",
     ),
     Operation(
+        "post",
+        "/conversations",
+        "resolveConversation",
+        "The running implicit container of a conversation key, made (or remade) on demand.",
+        models.ConversationContainerObject,
+        body=models.ConversationRequest,
+        errors=(400, 401, 413, 429),
+        description=(
+            "The durable conversation bindings the in-server MCP endpoint keeps, for MCP"
+            " servers in other processes (`jupyter-exec-sessions mcp`): every process of one"
+            " conversation finds the same container. When the key's previous container is"
+            " gone, `replaced` and `reason` say which and why."
+        ),
+    ),
+    Operation(
+        "delete",
+        "/conversations",
+        "endConversation",
+        "Forget a conversation key and expire its implicit container now.",
+        models.ConversationEnded,
+        query=("key",),
+        errors=(400, 401),
+    ),
+    Operation(
         "get",
         "/events",
         "followEvents",
@@ -245,6 +269,13 @@ _QUERY: dict[str, dict[str, Any]] = {
         "required": False,
         "description": "Only files with this purpose.",
         "schema": {"type": "string"},
+    },
+    "key": {
+        "name": "key",
+        "in": "query",
+        "required": True,
+        "description": "The conversation key (`conversation:<id>` or `mcp-session:<id>`).",
+        "schema": {"type": "string", "pattern": "^(conversation|mcp-session):", "maxLength": 600},
     },
     "name": {
         "name": "name",

@@ -24,6 +24,7 @@ from .._contract import (
     SESSION_HEADER,
     TURN_HEADER,
     ContainerBackend,
+    conversation_container_name,
 )
 from ..models import CreateContainerRequest, ExecutionMetadata
 
@@ -145,7 +146,7 @@ class SessionContainers:
             self._locks.pop(old, None)
 
     async def _create(self, key: tuple[str | None, str], backend: ContainerBackend) -> str:
-        name = f"mcp-{key[1][:200]}"
+        name = conversation_container_name(key[1])
         container = await backend.create_container(CreateContainerRequest(name=name))
         self._remember(key, container.id)
         return container.id

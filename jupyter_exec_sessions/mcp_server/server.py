@@ -20,9 +20,10 @@ Containers made by rules 3 and 4 are *implicit*: they expire after
 ``implicit_expires_minutes`` idle, an MCP session's container ends with its session, and at
 the owner's quota the least recently used idle one is evicted. Coming back to a conversation
 whose container is gone makes a new one, and the result starts with a state-reset note.
-The in-server endpoint keeps the conversation → container bindings in the service (durable,
-``ConversationBackend``); the stdio server, whose backend is the HTTP client, keeps them in its
-process.
+The conversation → container bindings live in the service (durable, ``ConversationBackend``):
+the in-server endpoint calls it directly, the stdio server through the HTTP client
+(``/conversations``), so a second stdio process of a conversation finds its container. Only a
+backend without ``ConversationBackend`` gets bindings kept in this process.
 
 Turn metadata (``session_id``/``turn_id``) comes from ``_meta`` (``jupyter-exec-sessions/…`` keys,
 then Codex's ``x-codex-turn-metadata``), then the ``X-Session-Id``/``X-Turn-Id`` headers. All of a
@@ -55,6 +56,7 @@ from .._contract import (
     META_TURN_ID,
     ContainerBackend,
     ConversationBackend,
+    conversation_container_name,
 )
 from ..models import (
     ExecutionRequest,
@@ -66,6 +68,7 @@ from .render import output_text, render_execution, tool_error
 from .routing import (
     CONVERSATION_PREFIX,
     OWNER_SCOPE_KEY,
+    SESSION_PREFIX,
     CallRouting,
     SessionContainers,
     conversation_key,
@@ -201,7 +204,7 @@ class _Tools:
                 f"(the initialize handshake), send _meta['{META_SESSION_ID}'], or name a "
                 f"container in _meta['{META_CONTAINER_ID}'] or the X-Container-Id header."
             )
-        name = f"mcp-{key[:200]}"
+        name = conversation_container_name(key)
         container_id: str | None = None
         try:
             if isinstance(backend, ConversationBackend):
@@ -404,6 +407,13 @@ async def run_stdio(url: str, token: str | None) -> None:
     """Serve the tools over stdio, executing on the server at ``url`` via the HTTP client."""
     from ..client import AsyncClient
 
+    session = f"stdio-{os.getpid()}"
     async with AsyncClient(url, token) as client:
-        server = create_mcp_server(lambda _owner: client, default_session=f"stdio-{os.getpid()}")
-        await server.run_stdio_async()
+        server = create_mcp_server(lambda _owner: client, default_session=session)
+        try:
+            await server.run_stdio_async()
+        finally:
+            # this process was the MCP session: its own container ends with it (as the
+            # in-server endpoint does when a session closes); conversations' containers stay
+            with contextlib.suppress(Exception), anyio.move_on_after(5):
+                await client.end_conversation(SESSION_PREFIX + session)

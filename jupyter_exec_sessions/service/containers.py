@@ -132,7 +132,8 @@ class Containers:
         At a quota, the owner's least recently used idle *implicit* container is evicted to
         make room (never an explicit one). An ``implicit`` container (made by MCP routing
         for a conversation or an MCP session) that still finds no room waits up to
-        ``implicit_wait_s`` for one of the owner's implicit containers to become idle.
+        ``implicit_wait_s`` for one of the owner's implicit containers to become idle; when the
+        owner has none (nor any being created), it is refused at once.
         """
         if request.file_ids:  # copied in by ContainerService.create_container
             raise InvalidRequestError(
@@ -294,6 +295,9 @@ class Containers:
         for row in self.store.idle_implicit_containers(owner):
             slot = self.kernels.slots.get(row.id)
             if slot is not None and (slot.busy or slot.waiting or slot.lock.locked()):
+                # in use: a candidate once idle long enough (its end wakes the waiters)
+                wait = self.config.implicit_evict_idle_s
+                soonest = wait if soonest is None else min(soonest, wait)
                 continue
             idle_for = now - row.last_active_at
             if idle_for < self.config.implicit_evict_idle_s:
@@ -314,6 +318,8 @@ class Containers:
             if next_candidate == 0.0:
                 continue
             remaining = deadline - loop.time()
+            if next_candidate is None and not self._creating.get(owner):
+                remaining = 0.0  # none of the owner's containers can make room: do not wait
             if remaining <= 0:
                 raise QuotaExceededError(refusal, retry_after=max(1.0, self.config.reaper_interval))
             if next_candidate is not None:
