@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -151,6 +152,23 @@ def test_a_restart_after_a_crash_shuts_down_the_remote_kernels_it_left_and_says_
     wait_for("the orphaned directory to be swept", lambda: not orphan_dir.exists())
     second.stop()
     assert own_gateway.kernel_ids() == set()
+
+
+@pytest.mark.timeout(300)
+def test_a_server_whose_gateway_is_gone_still_stops_cleanly(
+    tmp_path: Path, start_server: Callable[..., RunningServer]
+) -> None:
+    eg = launch_enterprise_gateway(tmp_path / "eg")
+    try:
+        srv = start_server(gateway=eg, pool_size=1, pool_max_size=1)
+        c = new_container(srv)
+        assert run(srv, c["id"], "1 + 1")["status"] == "completed"
+    finally:
+        eg.stop()  # the gateway (and its kernels) go first: it now refuses connections
+    assert eg.proc.poll() is not None
+    srv.stop()  # SIGTERM; a server still running after 20 s is killed (-9)
+    assert srv.proc.returncode == 0, srv.log()[-3000:]
+    assert "could not shut down the gateway's kernels" in srv.log()
 
 
 def test_a_kernel_killed_under_the_gateway_fails_fast_and_the_next_run_says_state_reset(

@@ -24,7 +24,7 @@ from . import handlers
 from .authorizer import install_authorizer
 from .body import MAX_BODY_SETTING
 from .datadir import DataDirBusyError, claim_data_dir
-from .remote_kernels import RemoteKernelManager, is_remote
+from .remote_kernels import RemoteKernelManager, is_remote, stop_despite_the_gateway
 from .sandboxing import build_confinement, provisioner_missing
 
 __all__ = ["ExecSessionsApp"]
@@ -232,6 +232,7 @@ class ExecSessionsApp(ExtensionApp):
                 self.remote_workdir_root,
             )
             km = RemoteKernelManager(km)
+            stop_despite_the_gateway(serverapp.kernel_manager)
         gateway_config = getattr(serverapp, "gateway_config", None)
         confinement = build_confinement(
             mode=self.sandbox,

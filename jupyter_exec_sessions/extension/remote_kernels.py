@@ -31,7 +31,7 @@ from jupyter_core.utils import ensure_async
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-__all__ = ["RemoteKernelManager", "WebSocketKernelClient", "is_remote"]
+__all__ = ["RemoteKernelManager", "WebSocketKernelClient", "is_remote", "stop_despite_the_gateway"]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,34 @@ class _RemoteKernel:
         """Whether the gateway still has the kernel (one REST call)."""
         model = await ensure_async(self._kernel.refresh_model())
         return model is not None
+
+
+#: Seconds the server's own shut-down of the gateway's kernels may take before it gives up.
+SHUTDOWN_ALL_TIMEOUT = 30.0
+
+
+def stop_despite_the_gateway(kernel_manager: Any) -> None:
+    """Let the server stop when the gateway is gone: ``shutdown_all`` never raises nor hangs.
+
+    jupyter_server's ``ServerApp._stop`` shuts every kernel down before it stops its event
+    loop; its gateway kernel manager raises from ``shutdown_all`` when the gateway refuses the
+    connection, and the loop is then never stopped: SIGTERM left the server running forever.
+    The wrapped ``shutdown_all`` logs the failure instead (kernels left on the gateway are shut
+    down by the next start's sweep) and is bounded by :data:`SHUTDOWN_ALL_TIMEOUT`.
+    """
+    original = kernel_manager.shutdown_all
+
+    async def shutdown_all(now: bool = False) -> None:
+        try:
+            await asyncio.wait_for(ensure_async(original(now=now)), SHUTDOWN_ALL_TIMEOUT)
+        except Exception as e:
+            log.warning(
+                "exec-sessions: could not shut down the gateway's kernels (%r); the next start"
+                " of this server shuts down the ones it left",
+                e,
+            )
+
+    kernel_manager.shutdown_all = shutdown_all
 
 
 def is_remote(kernel_manager: Any) -> bool:
