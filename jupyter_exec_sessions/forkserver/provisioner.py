@@ -5,12 +5,17 @@ point and selected by a kernel spec's ``metadata.kernel_provisioner``, so jupyte
 kernel manager, the warm pool and the engine are unchanged. The kernel manager prepares the
 launch as usual (connection file with fresh ports and key, environment, working directory);
 instead of ``Popen`` the provisioner asks the template (:mod:`.server`) to fork a kernel for
-that connection file. A command that is not ``<the template's python> -m ipykernel_launcher``,
-or any failure of the template, falls back to a normal launch (logged once per reason).
+that connection file, and returns once the child reports its kernel listening (so the clients
+jupyter_server and the pool connect next find it bound: no reconnect delay, no polling). A
+command that is not ``<the template's python> -m ipykernel_launcher``, any failure of the
+template, or a child that dies before it is ready falls back to a normal launch (logged once per
+reason).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from typing import Any
 
@@ -54,6 +59,14 @@ class ForkProvisioner(LocalProvisioner):
             except Exception as e:
                 reason = f"fork failed ({e}); launching instead"
             else:
+                try:
+                    await server.wait_ready(process)
+                except Exception as e:
+                    reason = f"a forked kernel did not start ({e}); launching instead"
+                    process.kill()  # and let go of its ports before the launch binds them
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(process.wait, 10)
+            if reason is None:
                 self.process = process  # type: ignore[assignment]  # Popen-like
                 self.pid = self.pgid = process.pid  # the child started its own session
                 self.cwd = cwd
