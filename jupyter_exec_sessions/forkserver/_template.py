@@ -110,14 +110,23 @@ def preload() -> None:
 
 #: What the template's shell is built with: options every forked kernel gets (see ``_child``).
 SHELL_ARGV = ["--HistoryManager.hist_file=:memory:"]
-#: Options of a kernel's command line that do not concern its shell.
-_OWN_OPTIONS = ("connection_file", "parent_handle")
+#: Options of a kernel's app that do not concern its shell (``tqdm``: a marker the shell
+#: itself sets when the app's section is missing).
+_OWN_OPTIONS = ("connection_file", "parent_handle", "tqdm")
 
 
 class Prebuilt:
-    """The template's shell and what it was built from (to tell whether a child may adopt it)."""
+    """The kernel app and shell of the template, and what they were built from.
 
-    def __init__(self, shell: Any, config: dict[str, Any], ipython_dir: str, profile: str) -> None:
+    The app is ``IPKernelApp``'s singleton with the configuration loaded (profile config files
+    read once, here); a child whose command line holds only its own options
+    (:func:`_own_options`) takes it as is, else makes an app of its own.
+    """
+
+    def __init__(
+        self, app: Any, shell: Any, config: dict[str, Any], ipython_dir: str, profile: str
+    ) -> None:
+        self.app = app
         self.shell = shell
         self.config = config
         self.ipython_dir = ipython_dir
@@ -154,8 +163,7 @@ def prebuild() -> Prebuilt | None:
     from IPython.core.application import BaseIPythonApplication
 
     excepthook = sys.excepthook
-    app: Any = IPKernelApp  # untyped: ipykernel and IPython have no annotations here
-    app = app()  # a stand-in: each child makes its own app (the singleton)
+    app: Any = IPKernelApp.instance()  # the children's app, its config files loaded
     initialize: Any = BaseIPythonApplication.initialize
     try:
         initialize(app, list(SHELL_ARGV))
@@ -187,7 +195,7 @@ def prebuild() -> Prebuilt | None:
         raise RuntimeError("building the shell made a zmq context")
     if threading.active_count() != 1:
         raise RuntimeError("building the shell started a thread")
-    return Prebuilt(shell, config, os.path.abspath(app.ipython_dir), app.profile_dir.location)
+    return Prebuilt(app, shell, config, os.path.abspath(app.ipython_dir), app.profile_dir.location)
 
 
 def _adoptable(app: Any, pre: Prebuilt) -> bool:
@@ -227,15 +235,53 @@ def _tell(sock: socket.socket, message: dict[str, Any]) -> None:
         sock.sendall(json.dumps(message).encode() + b"\n")
 
 
-def _run_kernel(argv: list[str], sock: socket.socket) -> None:
-    """Run ``IPKernelApp`` as ``ipykernel_launcher`` does, adopting the template's shell.
+def _own_options(argv: list[str]) -> dict[str, Any] | None:
+    """A kernel's own options (connection file, parent handle) from its command line.
 
-    The server hears from the child once its sockets are bound and its shell is ready.
+    None when ``argv`` holds anything else but ``SHELL_ARGV`` (what the template's app was
+    configured with).
+    """
+    own: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-f" and i + 1 < len(argv):
+            own["connection_file"] = argv[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--IPKernelApp.parent_handle="):
+            own["parent_handle"] = int(arg.partition("=")[2])
+        elif arg not in SHELL_ARGV:
+            return None
+        i += 1
+    return own if "connection_file" in own else None
+
+
+def _run_kernel(argv: list[str], sock: socket.socket) -> None:
+    """Run ``IPKernelApp`` as ``ipykernel_launcher`` does, with what the template prepared.
+
+    The template's app (its configuration loaded) takes the child's own options; a command line
+    with anything more gets an app of its own, as a launched kernel would. The kernel adopts
+    the template's shell when its configuration is the shell's. The server hears from the
+    child once its sockets are bound and its shell is ready.
     """
     from ipykernel.kernelapp import IPKernelApp
+    from IPython.core.application import BaseIPythonApplication
+    from traitlets.config import Config
 
-    app: Any = IPKernelApp.instance()
     pre = _prebuilt
+    own = _own_options(argv) if pre is not None else None
+    kernel_app: Any = IPKernelApp
+    base: Any = BaseIPythonApplication
+    load_config = base.initialize
+    if pre is not None and own is None:
+        kernel_app.clear_instance()
+    app: Any = kernel_app.instance()
+    if own is not None:
+        # the command line a kernel parses after its config files: it overrides them
+        app.update_config(Config({"IPKernelApp": own}))
+        app.init_crash_handler()
+        base.initialize = lambda self, argv=None: None  # the config is loaded already
     if pre is not None:
         init_kernel = app.init_kernel
 
@@ -256,6 +302,8 @@ def _run_kernel(argv: list[str], sock: socket.socket) -> None:
     except BaseException:
         _tell(sock, {"kernel_failed": os.getpid()})
         raise
+    finally:
+        base.initialize = load_config
     _tell(sock, {"kernel_ready": os.getpid()})
     sock.close()
     app.start()
