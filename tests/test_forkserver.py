@@ -69,7 +69,8 @@ def _create(server: RunningServer) -> str:
 
 PROBE = textwrap.dedent(
     """
-    import json, os, random, signal, tempfile
+    import json, os, random, signal, sys, tempfile
+    helper = sys.modules["_jupyter_exec_sessions_kernel"]
     print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
                       "random": [random.random() for _ in range(4)],
                       "urandom": os.urandom(8).hex(), "tmp": tempfile.mkdtemp(),
@@ -78,6 +79,10 @@ PROBE = textwrap.dedent(
                       "dh": [str(d) for d in _dh], "inputs": list(In),
                       "history_session": get_ipython().history_manager.session_number,
                       "kernel_is_parent": get_ipython().kernel is get_ipython().parent,
+                      "helper_frozen": not any(
+                          o is helper.__dict__
+                          for o in __import__("gc").get_objects()),
+                      "helper_workdir": helper._state["workdir"],
                       "parent": open(f"/proc/{os.getppid()}/cmdline").read()}))
     """
 )
@@ -103,6 +108,10 @@ def test_two_forked_containers_share_no_python_state_and_draw_different_random_n
     assert pa["urandom"] != pb["urandom"]
     assert pa["tmp"] != pb["tmp"]
     assert pa["cwd"].endswith(a) and pb["cwd"].endswith(b)
+    # the in-kernel helper came with the template (not compiled by each kernel); its state
+    # is each kernel's own
+    assert pa["helper_frozen"] and pb["helper_frozen"]
+    assert pa["helper_workdir"] != pb["helper_workdir"]
     # signal dispositions are a fresh Python's (SIGPIPE ignored), not the template's
     assert pa["sigpipe"] == int(signal.SIG_IGN)
     # the template's socket to the server is not inherited by its kernels

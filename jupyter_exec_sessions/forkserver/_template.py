@@ -1,7 +1,9 @@
 """The template process: imports and the shell built once, a kernel forked per request.
 
-Run as a script (``python _template.py FD``) by :class:`~.server.ForkServer`; it imports
-nothing of this package. ``FD`` is its end of a socket pair with the server. The template:
+Run as a script (``python _template.py FD PARENT [PRELOAD]``) by :class:`~.server.ForkServer`;
+it imports nothing of this package. ``FD`` is its end of a socket pair with the server,
+``PARENT`` the server's pid, ``PRELOAD`` an optional Python file it runs once before any fork
+(the server's in-kernel helper modules, so that no kernel compiles them). The template:
 
 - imports what an ipykernel needs (ipykernel, IPython, zmq, tornado, jupyter_client, the
   standard library modules the project's in-kernel helper uses), and nothing more: no event
@@ -362,7 +364,21 @@ def _max_fd() -> int:
         return 65536
 
 
-def serve(fd: int, parent: int) -> None:
+def run_preload(path: str) -> None:
+    """Run the server's preload file (if any) in a namespace of its own."""
+    if not path:
+        return
+    try:
+        with open(path, encoding="utf-8") as f:
+            code = compile(f.read(), path, "exec")
+        exec(code, {"__name__": "_exec_sessions_preload"})
+    except Exception:  # kernels still get what it installs, from their own set-up
+        import traceback
+
+        traceback.print_exc()
+
+
+def serve(fd: int, parent: int, preload_file: str = "") -> None:
     """Answer fork requests on the socket ``fd`` until it closes."""
     _die_with_parent(parent)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # exited kernels are reaped by the OS
@@ -370,6 +386,7 @@ def serve(fd: int, parent: int) -> None:
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
     preload()
+    run_preload(preload_file)
     global _prebuilt
     try:
         _prebuilt = prebuild()
@@ -401,4 +418,4 @@ def serve(fd: int, parent: int) -> None:
 
 
 if __name__ == "__main__":
-    serve(int(sys.argv[1]), int(sys.argv[2]))
+    serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "")

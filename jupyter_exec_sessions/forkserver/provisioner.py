@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+from traitlets import Unicode
 
 from .server import ForkServer, fork_server, template_supported
 
@@ -41,6 +42,9 @@ class ForkProvisioner(LocalProvisioner):
     """Forks the kernel from the template; launches it normally when that cannot be done."""
 
     forked = False
+    preload = Unicode(
+        "", config=True, help="Python file the template runs once before forking (optional)."
+    )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         """Fork a kernel for this connection; on any failure launch it as usual."""
@@ -51,7 +55,7 @@ class ForkProvisioner(LocalProvisioner):
         elif argv is None:
             reason = f"kernel command is not '<python> -m ipykernel_launcher': {cmd[:3]}"
         if reason is None:
-            server: ForkServer = fork_server(cmd[0])
+            server: ForkServer = fork_server(cmd[0], self.preload)
             env = {str(k): str(v) for k, v in (kwargs.get("env") or os.environ).items()}
             cwd = str(kwargs.get("cwd") or os.getcwd())
             try:

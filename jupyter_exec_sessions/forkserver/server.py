@@ -49,13 +49,14 @@ _servers: dict[str, ForkServer] = {}
 _servers_lock = threading.Lock()
 
 
-def fork_server(python: str) -> ForkServer:
-    """The process-wide fork server for the interpreter ``python``."""
-    key = os.path.abspath(python)  # not realpath: a venv's python is a symlink that matters
+def fork_server(python: str, preload: str = "") -> ForkServer:
+    """The process-wide fork server for the interpreter ``python`` (and ``preload`` file)."""
+    python = os.path.abspath(python)  # not realpath: a venv's python is a symlink that matters
+    key = f"{python}\0{preload}"
     with _servers_lock:
         server = _servers.get(key)
         if server is None or server.closed:
-            server = _servers[key] = ForkServer(key)
+            server = _servers[key] = ForkServer(python, preload)
         return server
 
 
@@ -71,8 +72,9 @@ def close_all() -> None:
 class ForkServer:
     """A template process for one interpreter, and the requests to fork it."""
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, preload: str = "") -> None:
         self.python = python
+        self.preload = preload
         self.process: subprocess.Popen[bytes] | None = None
         self.template_pid: int | None = None
         self.closed = False
@@ -189,7 +191,7 @@ class ForkServer:
         try:
             # spawning is one fork+exec: not worth a thread
             self.process = subprocess.Popen(  # noqa: ASYNC220
-                [self.python, TEMPLATE, str(theirs.fileno()), str(os.getpid())],
+                [self.python, TEMPLATE, str(theirs.fileno()), str(os.getpid()), self.preload],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
                 close_fds=True,
