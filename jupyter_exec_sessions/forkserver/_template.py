@@ -105,7 +105,10 @@ def preload() -> None:
 
         for name in getattr(PyColorize, "_BUILTIN_THEMES", {}):
             PyColorize.theme_table[name]
-    for optional in ("comm", "jedi", "matplotlib_inline.backend_inline", "ipykernel.debugger"):
+    # Not matplotlib (nor numpy): a kernel does not import them until user code does, and
+    # every module the template holds costs each kernel private pages at its start (ipykernel
+    # lists all modules' files): the two cost ~4 MiB per kernel, measured.
+    for optional in ("comm", "jedi", "ipykernel.debugger", "psutil"):
         with contextlib.suppress(Exception):
             __import__(optional)
 
@@ -311,6 +314,20 @@ def _run_kernel(argv: list[str], sock: socket.socket) -> None:
     app.start()
 
 
+def pack_module_files() -> None:
+    """Give every module's ``__file__`` an equal string allocated next to the others.
+
+    A kernel's start lists every module's ``__file__`` (ipykernel's debugger set-up): each
+    string it touches is a page the child then copies. Strings made one after the other share
+    pages: ~700 modules cost a child ~3 MiB less.
+    """
+    for module in list(sys.modules.values()):
+        name = getattr(module, "__file__", None)
+        if type(name) is str:
+            with contextlib.suppress(Exception):
+                module.__file__ = "".join(list(name))
+
+
 def _child(request: dict[str, Any], template_pid: int, sock: socket.socket) -> None:
     """Become the kernel described by ``request``; never returns.
 
@@ -394,6 +411,7 @@ def serve(fd: int, parent: int, preload_file: str = "") -> None:
         import traceback
 
         traceback.print_exc()
+    pack_module_files()
     # Everything imported and built so far is permanent: keep the collector from touching (and so
     # copying) those pages in every child.
     gc.collect()
