@@ -200,10 +200,13 @@ def main() -> None:
     ap.add_argument("--parts", default="abc")
     ap.add_argument("--burst-via", choices=("mcp", "rest"), default="mcp")
     ap.add_argument("--sides", default="fork,launch", help="servers to run (fork, launch)")
+    ap.add_argument("--max-starts", type=int, default=0, help="max_kernel_starts (0: default)")
     args = ap.parse_args()
     b.header("bench_kernel_start: forked vs launched kernels (and raw jupyter_client)")
     print(f"    {b.load()}")
     quota: dict[str, Any] = {"max_containers_per_user": 500, "max_containers": 500}
+    if args.max_starts:
+        quota["max_kernel_starts"] = args.max_starts
     sides = [s for s in args.sides.split(",") if s]
     # each part on fresh servers: (a) without a pool, (b) and (c) with the default one, which
     # an earlier part would have grown

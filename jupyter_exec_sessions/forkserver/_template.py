@@ -193,6 +193,7 @@ def prebuild() -> Prebuilt | None:
     store = config.get("StoreMagics", {})
     if "storemagic" in app.default_extensions and not store.get("autorestore", False):
         shell.extension_manager.load_extension("storemagic")
+    warm(shell)
     policy = asyncio.get_event_loop_policy()
     if getattr(getattr(policy, "_local", None), "_loop", None) is not None:
         raise RuntimeError("building the shell made an event loop")
@@ -201,6 +202,25 @@ def prebuild() -> Prebuilt | None:
     if threading.active_count() != 1:
         raise RuntimeError("building the shell started a thread")
     return Prebuilt(app, shell, config, os.path.abspath(app.ipython_dir), app.profile_dir.location)
+
+
+def warm(shell: Any) -> None:
+    """Take, once and here, the paths every kernel's first cells take; keep no trace of it.
+
+    A silent, history-free ``None`` cell (input transformers, compiler, the run machinery,
+    their regular expressions and caches) and the formatting of a result: done in each child,
+    that is CPU and copied pages per kernel. The cell leaves no name, no history entry, no
+    execution count; what it cached under its own name in ``linecache`` is removed.
+    """
+    import linecache
+
+    cached = set(linecache.cache)
+    shell.run_cell("None", store_history=False, silent=True)
+    shell.display_formatter.format(2)
+    for name in set(linecache.cache) - cached:
+        linecache.cache.pop(name, None)
+    shell.last_execution_result = None
+    shell.last_execution_succeeded = True
 
 
 def _adoptable(app: Any, pre: Prebuilt) -> bool:
@@ -407,10 +427,16 @@ def serve(fd: int, parent: int, preload_file: str = "") -> None:
     global _prebuilt
     try:
         _prebuilt = prebuild()
-    except Exception:  # forks still work: each kernel builds its own shell
+    except Exception:  # forks still work: each kernel builds its own app and shell
         import traceback
 
         traceback.print_exc()
+        with contextlib.suppress(Exception):
+            from ipykernel.kernelapp import IPKernelApp
+            from ipykernel.zmqshell import ZMQInteractiveShell
+
+            IPKernelApp.clear_instance()
+            ZMQInteractiveShell.clear_instance()
     pack_module_files()
     # Everything imported and built so far is permanent: keep the collector from touching (and so
     # copying) those pages in every child.
