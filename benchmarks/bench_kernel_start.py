@@ -13,6 +13,11 @@ c. ``--burst`` concurrent new MCP sessions (the official ``mcp`` client over str
    from opening the session to the first result, and errors (``--burst-via rest``: concurrent
    ``POST /containers`` + first ``1+1`` instead).
 
+s. where a forked kernel's first use goes (no server): ``AsyncKernelManager`` on the forked
+   kernel spec, then what the pool does (connect + ``kernel_info``, helper set-up, warm-up
+   cell) and a first ``1+1``; wall time and the kernel's CPU (all its threads, from
+   ``/proc/<pid>/task/*/schedstat``) after each stage, p50 over ``--n``.
+
 Run: ``python benchmarks/bench_kernel_start.py [--n 8] [--live 20] [--burst 64] [--parts abc]``.
 """
 
@@ -192,6 +197,75 @@ def part_c(servers: dict[str, b.Server], burst: int, via: str) -> None:
     print("    goal: p99 <= 2 s, 0 errors")
 
 
+def _kernel_cpu_ms(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far, in ms (nanosecond schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e6
+
+
+def part_s(n: int) -> None:
+    import json
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    from jupyter_exec_sessions import forkserver
+    from jupyter_exec_sessions.engine import KernelSession
+    from jupyter_exec_sessions.engine.channel import preload_source
+
+    print("\n(s) a forked kernel's first use, stage by stage (no server), p50 cumulative")
+    tmp = Path(tempfile.mkdtemp())
+    spec = tmp / "kernels" / "k"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "k"}))
+    ksm = KernelSpecManager()
+    ksm.kernel_dirs = [str(tmp / "kernels")]
+    name = forkserver.write_kernelspec(ksm, "k", tmp / "forked", preload=preload_source())
+
+    async def one(i: int) -> list[tuple[str, float, float]]:
+        km = AsyncKernelManager(kernel_name=name, kernel_spec_manager=ksm)
+        workdir = tmp / f"w{i}"
+        workdir.mkdir()
+        marks: list[tuple[str, float, float]] = []
+        t0 = time.perf_counter()
+
+        def mark(stage: str) -> None:
+            pid = int(km.provisioner.pid or 0)  # type: ignore[union-attr]
+            marks.append((stage, (time.perf_counter() - t0) * 1000, _kernel_cpu_ms(pid)))
+
+        await km.start_kernel(cwd=str(workdir))
+        mark("start_kernel (fork, initialise, ready)")
+        session = KernelSession(km, str(workdir))
+        await session.start(wait_setup=False)
+        mark("+ channels, kernel_info")
+        await session.setup(30)
+        mark("+ helper set-up")
+        await session.warm_up()
+        mark("+ warm-up cell")
+        await session.run_python("1+1", execution_id="e1", timeout_s=30, max_output_length=1000)
+        mark("+ first 1+1")
+        await session.close()
+        await km.shutdown_kernel(now=True)
+        return marks
+
+    async def run() -> list[list[tuple[str, float, float]]]:
+        return [await one(i) for i in range(n + 1)]
+
+    try:
+        rows = asyncio.run(run())[1:]  # the first also starts the template
+    finally:
+        forkserver.close_all()
+    for k, (stage, _, _) in enumerate(rows[0]):
+        wall = b.pct([r[k][1] for r in rows], 0.5)
+        cpu = b.pct([r[k][2] for r in rows], 0.5)
+        print(f"    {stage:<40} wall {wall:7.1f} ms   kernel CPU {cpu:6.1f} ms")
+    print(f"    {b.load()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=8)
@@ -211,6 +285,9 @@ def main() -> None:
     # each part on fresh servers: (a) without a pool, (b) and (c) with the default one, which
     # an earlier part would have grown
     for part in args.parts:
+        if part == "s":
+            part_s(args.n)
+            continue
         pool = 0 if part == "a" else 2
         with contextlib.ExitStack() as stack:
             servers = {
