@@ -208,15 +208,23 @@ def warm(shell: Any) -> None:
     """Take, once and here, the paths every kernel's first cells take; keep no trace of it.
 
     A silent, history-free ``None`` cell (input transformers, compiler, the run machinery,
-    their regular expressions and caches) and the formatting of a result: done in each child,
-    that is CPU and copied pages per kernel. The cell leaves no name, no history entry, no
-    execution count; what it cached under its own name in ``linecache`` is removed.
+    their regular expressions and caches), the formatting of a result, and one message through
+    a throw-away session: done in each child, that is CPU and copied pages per kernel. The
+    cell leaves no name, no history entry, no execution count; what it cached under its own
+    name in ``linecache`` is removed.
     """
     import linecache
+
+    from jupyter_client.session import Session
 
     cached = set(linecache.cache)
     shell.run_cell("None", store_history=False, silent=True)
     shell.display_formatter.format(2)
+    # the message layer (signing, packing, header dates) with a throw-away key
+    session: Any = Session(key=os.urandom(16).hex().encode())
+    request = session.msg("execute_request", {"code": "None", "silent": False})
+    parts = session.serialize(request)
+    session.deserialize(session.feed_identities(parts)[1])
     for name in set(linecache.cache) - cached:
         linecache.cache.pop(name, None)
     shell.last_execution_result = None
