@@ -8,8 +8,15 @@ a. create → first ``1+1`` result with ``pool_size=0`` (every create starts a k
    the CPU the kernel process itself used to get there (load-independent);
 b. PSS per idle container over ``--live`` containers, every process of a container counted
    (kernel and its children; for fork, the template's PSS shared out over the containers);
-c. ``--burst`` concurrent creates + first ``1+1`` on the default pool (quota raised):
-   p50/p99 of the first result and errors.
+c. ``--burst`` concurrent new MCP sessions (the official ``mcp`` client over streamable HTTP),
+   each calling ``execute_python_code("1+1")`` once, on the default pool (quota raised): p50/p99
+   from opening the session to the first result, and errors (``--burst-via rest``: concurrent
+   ``POST /containers`` + first ``1+1`` instead).
+
+s. where a forked kernel's first use goes (no server): ``AsyncKernelManager`` on the forked
+   kernel spec, then what the pool does (connect + ``kernel_info``, helper set-up, warm-up
+   cell) and a first ``1+1``; wall time and the kernel's CPU (all its threads, from
+   ``/proc/<pid>/task/*/schedstat``) after each stage, p50 over ``--n``.
 
 Run: ``python benchmarks/bench_kernel_start.py [--n 8] [--live 20] [--burst 64] [--parts abc]``.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +34,8 @@ from typing import Any
 
 import _server as b
 import httpx2 as httpx
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 PID = "import os; print(os.getpid(), os.getppid())"
 
@@ -77,11 +87,15 @@ def part_a(servers: dict[str, b.Server], n: int) -> None:
         lat["raw"].append((time.perf_counter() - t0) * 1000)
         loop.run_until_complete(raw.stop())
     b.row_header()
-    b.compare("fork: create -> first result vs launch", lat["fork"], lat["launch"], goal="")
-    b.compare("fork: create -> first result vs raw start", lat["fork"], lat["raw"], goal="")
-    b.compare("launch: create -> first result vs raw", lat["launch"], lat["raw"], goal="")
-    b.compare("kernel CPU ms to first result: fork/launch", cpu["fork"], cpu["launch"])
-    print(f"    goal: fork p50 <= 100 ms (p50 {b.pct(lat['fork'], 0.5):.0f} ms); {b.load()}")
+    for name in servers:
+        b.compare(f"{name}: create -> first result vs raw start", lat[name], lat["raw"], goal="")
+    if {"fork", "launch"} <= set(servers):
+        b.compare("fork: create -> first result vs launch", lat["fork"], lat["launch"], goal="")
+        b.compare("kernel CPU ms to first result: fork/launch", cpu["fork"], cpu["launch"])
+    for name in servers:
+        print(f"    {name}: kernel CPU ms to first result p50 {b.pct(cpu[name], 0.5):.0f}")
+    if "fork" in servers:
+        print(f"    goal: fork p50 <= 100 ms (p50 {b.pct(lat['fork'], 0.5):.0f} ms); {b.load()}")
     for c in clients.values():
         c.close()
     loop.close()
@@ -111,25 +125,60 @@ def part_b(servers: dict[str, b.Server], live: int) -> None:
     print("    goal: <= 20 MiB per container")
 
 
-def part_c(servers: dict[str, b.Server], burst: int) -> None:
-    print(f"\n(c) {burst} concurrent creates + first 1+1, default pool (2)")
+async def _mcp_first_call(srv: b.Server) -> float:
+    """Open a new MCP session, call ``execute_python_code("1+1")``: ms to the first result."""
+    t0 = time.perf_counter()
+    async with (
+        httpx.AsyncClient(headers=srv.headers, timeout=600) as http,
+        Client(streamable_http_client(f"{srv.url}exec-sessions/mcp", http_client=http)) as mcp,
+    ):
+        result = await mcp.call_tool("execute_python_code", {"code": "1+1"})
+        elapsed = (time.perf_counter() - t0) * 1000
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        if result.is_error or "2" not in text:
+            raise RuntimeError(f"unexpected result: {text[:200]}")
+    return elapsed
+
+
+def _burst_mcp(srv: b.Server, name: str, burst: int) -> list[float | None]:
+    async def one() -> float | None:
+        try:
+            return await _mcp_first_call(srv)
+        except Exception as e:
+            print(f"    {name}: error {e!r}")
+            return None
+
+    async def run() -> list[float | None]:
+        return list(await asyncio.gather(*(one() for _ in range(burst))))
+
+    return asyncio.run(run())
+
+
+def _burst_rest(srv: b.Server, name: str, burst: int) -> list[float | None]:
+    def one(i: int) -> float | None:
+        with srv.client(timeout=600) as c:
+            t0 = time.perf_counter()
+            try:
+                con = b.create_container(c, f"burst-{i}")
+                b.check_two(b.execute(c, con["id"], "1+1"))
+            except Exception as e:
+                print(f"    {name}: error {e!r}")
+                return None
+            return (time.perf_counter() - t0) * 1000
+
+    with ThreadPoolExecutor(burst) as ex:
+        return list(ex.map(one, range(burst)))
+
+
+def part_c(servers: dict[str, b.Server], burst: int, via: str) -> None:
+    what = "new MCP sessions + first call" if via == "mcp" else "creates + first 1+1 (REST)"
+    print(f"\n(c) {burst} concurrent {what}, default pool (2)")
     b.row_header()
     res: dict[str, list[float]] = {}
     for name, srv in servers.items():
-
-        def one(i: int, srv: b.Server = srv, name: str = name) -> float | None:
-            with srv.client(timeout=600) as c:
-                t0 = time.perf_counter()
-                try:
-                    con = b.create_container(c, f"burst-{i}")
-                    b.check_two(b.execute(c, con["id"], "1+1"))
-                except Exception as e:
-                    print(f"    {name}: error {e!r}")
-                    return None
-                return (time.perf_counter() - t0) * 1000
-
-        with ThreadPoolExecutor(burst) as ex:
-            out = list(ex.map(one, range(burst)))
+        with srv.client(timeout=300) as c:
+            b.wait_pool_full(srv, c, 2, set())
+        out = _burst_mcp(srv, name, burst) if via == "mcp" else _burst_rest(srv, name, burst)
         res[name] = [x for x in out if x is not None]
         errors = burst - len(res[name])
         print(
@@ -137,9 +186,84 @@ def part_c(servers: dict[str, b.Server], burst: int) -> None:
             f" ms  errors {errors}; {b.load()}"
         )
         with srv.client(timeout=300) as c:
-            for con in c.get("exec-sessions/v1/containers", params={"limit": 100}).json()["data"]:
-                b.delete_container(c, con["id"])
-    b.compare("burst first result: fork vs launch", res["fork"], res["launch"], goal="p99 <= 2 s")
+            while True:
+                page = c.get("exec-sessions/v1/containers", params={"limit": 100}).json()["data"]
+                if not page:
+                    break
+                for con in page:
+                    b.delete_container(c, con["id"])
+    if {"fork", "launch"} <= set(res):
+        b.compare("burst first result: fork vs launch", res["fork"], res["launch"], goal="")
+    print("    goal: p99 <= 2 s, 0 errors")
+
+
+def _kernel_cpu_ms(pid: int) -> float:
+    """CPU time of every thread of ``pid`` so far, in ms (nanosecond schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e6
+
+
+def part_s(n: int) -> None:
+    import json
+    import sys
+
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    from jupyter_exec_sessions import forkserver
+    from jupyter_exec_sessions.engine import KernelSession
+    from jupyter_exec_sessions.engine.channel import preload_source
+
+    print("\n(s) a forked kernel's first use, stage by stage (no server), p50 cumulative")
+    tmp = Path(tempfile.mkdtemp())
+    spec = tmp / "kernels" / "k"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "k"}))
+    ksm = KernelSpecManager()
+    ksm.kernel_dirs = [str(tmp / "kernels")]
+    name = forkserver.write_kernelspec(ksm, "k", tmp / "forked", preload=preload_source())
+
+    async def one(i: int) -> list[tuple[str, float, float]]:
+        km = AsyncKernelManager(kernel_name=name, kernel_spec_manager=ksm)
+        workdir = tmp / f"w{i}"
+        workdir.mkdir()
+        marks: list[tuple[str, float, float]] = []
+        t0 = time.perf_counter()
+
+        def mark(stage: str) -> None:
+            pid = int(km.provisioner.pid or 0)  # type: ignore[union-attr]
+            marks.append((stage, (time.perf_counter() - t0) * 1000, _kernel_cpu_ms(pid)))
+
+        await km.start_kernel(cwd=str(workdir))
+        mark("start_kernel (fork, initialise, ready)")
+        session = KernelSession(km, str(workdir))
+        await session.start(wait_setup=False)
+        mark("+ channels, kernel_info")
+        await session.setup(30)
+        mark("+ helper set-up")
+        await session.warm_up()
+        mark("+ warm-up cell")
+        await session.run_python("1+1", execution_id="e1", timeout_s=30, max_output_length=1000)
+        mark("+ first 1+1")
+        await session.close()
+        await km.shutdown_kernel(now=True)
+        return marks
+
+    async def run() -> list[list[tuple[str, float, float]]]:
+        return [await one(i) for i in range(n + 1)]
+
+    try:
+        rows = asyncio.run(run())[1:]  # the first also starts the template
+    finally:
+        forkserver.close_all()
+    for k, (stage, _, _) in enumerate(rows[0]):
+        wall = b.pct([r[k][1] for r in rows], 0.5)
+        cpu = b.pct([r[k][2] for r in rows], 0.5)
+        print(f"    {stage:<40} wall {wall:7.1f} ms   kernel CPU {cpu:6.1f} ms")
+    print(f"    {b.load()}")
 
 
 def main() -> None:
@@ -148,27 +272,37 @@ def main() -> None:
     ap.add_argument("--live", type=int, default=20)
     ap.add_argument("--burst", type=int, default=64)
     ap.add_argument("--parts", default="abc")
+    ap.add_argument("--burst-via", choices=("mcp", "rest"), default="mcp")
+    ap.add_argument("--sides", default="fork,launch", help="servers to run (fork, launch)")
+    ap.add_argument("--max-starts", type=int, default=0, help="max_kernel_starts (0: default)")
     args = ap.parse_args()
     b.header("bench_kernel_start: forked vs launched kernels (and raw jupyter_client)")
+    print(f"    {b.load()}")
     quota: dict[str, Any] = {"max_containers_per_user": 500, "max_containers": 500}
-    pool = 0 if args.parts == "a" else 2
-    with (
-        b.running_server(kernel_start="fork", pool_size=pool, ready_timeout=300, **quota) as f,
-        b.running_server(kernel_start="launch", pool_size=pool, ready_timeout=300, **quota) as la,
-    ):
-        servers = {"fork": f, "launch": la}
-        if "a" in args.parts and pool == 0:
-            part_a(servers, args.n)
-        if "b" in args.parts:
-            part_b(servers, args.live)
-        if "c" in args.parts:
-            part_c(servers, args.burst)
-    if "a" in args.parts and pool != 0:
-        with (
-            b.running_server(kernel_start="fork", pool_size=0, ready_timeout=300, **quota) as f,
-            b.running_server(kernel_start="launch", pool_size=0, ready_timeout=300, **quota) as la,
-        ):
-            part_a({"fork": f, "launch": la}, args.n)
+    if args.max_starts:
+        quota["max_kernel_starts"] = args.max_starts
+    sides = [s for s in args.sides.split(",") if s]
+    # each part on fresh servers: (a) without a pool, (b) and (c) with the default one, which
+    # an earlier part would have grown
+    for part in args.parts:
+        if part == "s":
+            part_s(args.n)
+            continue
+        pool = 0 if part == "a" else 2
+        with contextlib.ExitStack() as stack:
+            servers = {
+                side: stack.enter_context(
+                    b.running_server(kernel_start=side, pool_size=pool, ready_timeout=300, **quota)
+                )
+                for side in sides
+            }
+            if part == "a":
+                part_a(servers, args.n)
+            elif part == "b":
+                part_b(servers, args.live)
+            elif part == "c":
+                part_c(servers, args.burst, args.burst_via)
+    print(f"    {b.load()}")
 
 
 if __name__ == "__main__":

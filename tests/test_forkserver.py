@@ -69,12 +69,20 @@ def _create(server: RunningServer) -> str:
 
 PROBE = textwrap.dedent(
     """
-    import json, os, random, signal, tempfile
+    import json, os, random, signal, sys, tempfile
+    helper = sys.modules["_jupyter_exec_sessions_kernel"]
     print(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(),
                       "random": [random.random() for _ in range(4)],
                       "urandom": os.urandom(8).hex(), "tmp": tempfile.mkdtemp(),
                       "fds": sorted(int(f) for f in os.listdir("/proc/self/fd")),
                       "sigpipe": int(signal.getsignal(signal.SIGPIPE)),
+                      "dh": [str(d) for d in _dh], "inputs": list(In),
+                      "history_session": get_ipython().history_manager.session_number,
+                      "kernel_is_parent": get_ipython().kernel is get_ipython().parent,
+                      "helper_frozen": not any(
+                          o is helper.__dict__
+                          for o in __import__("gc").get_objects()),
+                      "helper_workdir": helper._state["workdir"],
                       "parent": open(f"/proc/{os.getppid()}/cmdline").read()}))
     """
 )
@@ -92,9 +100,18 @@ def test_two_forked_containers_share_no_python_state_and_draw_different_random_n
     assert "_template.py" in pa["parent"] and pa["ppid"] == pb["ppid"]
     assert pa["pid"] != pb["pid"]
     assert pa["random"] != pb["random"]
+    # the shell both adopted from the template is each kernel's own: history, kernel
+    assert not any("secret = 41" in line for line in pb["inputs"])
+    assert any("secret = 41" in line for line in pa["inputs"])
+    assert len(pa["dh"]) == 1 and len(pb["dh"]) == 1
+    assert pa["kernel_is_parent"] and pb["kernel_is_parent"]
     assert pa["urandom"] != pb["urandom"]
     assert pa["tmp"] != pb["tmp"]
     assert pa["cwd"].endswith(a) and pb["cwd"].endswith(b)
+    # the in-kernel helper came with the template (not compiled by each kernel); its state
+    # is each kernel's own
+    assert pa["helper_frozen"] and pb["helper_frozen"]
+    assert pa["helper_workdir"] != pb["helper_workdir"]
     # signal dispositions are a fresh Python's (SIGPIPE ignored), not the template's
     assert pa["sigpipe"] == int(signal.SIG_IGN)
     # the template's socket to the server is not inherited by its kernels
@@ -128,14 +145,23 @@ def test_deleting_a_forked_container_ends_its_kernel_and_stopping_the_server_end
     assert _gone(template)
 
 
-def _write_spec(tmp: Path, python: str) -> tuple[KernelSpecManager, str]:
+def _write_spec(
+    tmp: Path, python: str, extra: list[str] | None = None
+) -> tuple[KernelSpecManager, str]:
     ksm = KernelSpecManager()
     spec_dir = tmp / "kernels" / "k"
     spec_dir.mkdir(parents=True)
     (spec_dir / "kernel.json").write_text(
         json.dumps(
             {
-                "argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "argv": [
+                    python,
+                    "-m",
+                    "ipykernel_launcher",
+                    "-f",
+                    "{connection_file}",
+                    *(extra or []),
+                ],
                 "display_name": "k",
                 "language": "python",
             }
@@ -236,3 +262,56 @@ def test_a_crashed_server_takes_the_template_and_its_kernels_with_it(tmp_path: P
         srv.wait(timeout=20)
     assert _gone(template)
     assert _gone(kernel)
+
+
+def test_a_kernel_whose_command_line_sets_shell_options_builds_its_own_shell_with_them(
+    tmp_path: Path,
+) -> None:
+    ksm, name = _write_spec(tmp_path, sys.executable, ["--InteractiveShell.colors=nocolor"])
+
+    async def run() -> str:
+        async for km in _started(ksm, name, tmp_path):
+            assert _provisioner(km).forked is True
+            kc = km.client()
+            kc.start_channels()
+            try:
+                await kc.wait_for_ready(timeout=60)
+                out: list[str] = []
+
+                def hook(msg: dict[str, Any], out: list[str] = out) -> None:
+                    out.append(msg["content"].get("text", ""))
+
+                reply = await kc.execute_interactive(
+                    "print(get_ipython().colors, list(In))", timeout=30, output_hook=hook
+                )
+                assert reply["content"]["status"] == "ok"
+                return "".join(out)
+            finally:
+                kc.stop_channels()
+        raise AssertionError("no kernel")
+
+    try:
+        text = asyncio.run(run())
+    finally:
+        forkserver.close_all()
+    assert text.startswith("nocolor")
+    assert "import os; x = os.getpid()" in text  # its history is its own
+
+
+def test_a_forked_kernel_that_cannot_initialise_is_reported_failed_not_ready(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "kernel.json"
+    broken.write_text("{not json")
+
+    async def run() -> None:
+        server = forkserver.fork_server(sys.executable)
+        process = await server.fork(["-f", str(broken)], str(tmp_path), dict(os.environ))
+        with pytest.raises(RuntimeError, match="forked kernel"):
+            await server.wait_ready(process, timeout=60)
+        assert _gone(process.pid)
+
+    try:
+        asyncio.run(run())
+    finally:
+        forkserver.close_all()

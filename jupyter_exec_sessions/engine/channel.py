@@ -44,7 +44,7 @@ from .kernel import helper as _kernel_code
 from .kernel import shell as _kernel_shell
 from .kernel.helper import MODULE_NAME, PAYLOAD_KEY, RESULT_MIME, SHELL_MODULE_NAME
 
-__all__ = ["KernelChannel", "Outcome", "Req"]
+__all__ = ["KernelChannel", "Outcome", "Req", "preload_source"]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,24 @@ _GET_PAYLOAD = (
 #: One-line silent executes; they leave no name in the user namespace.
 SETUP_CODE = f'(lambda A: __import__("builtins").exec(A["boot"], {{"A": A}}))({_GET_PAYLOAD})'
 _CALL_CODE = f'__import__("sys").modules[{MODULE_NAME!r}].call()'
+
+
+def preload_source() -> str:
+    """Python that installs the helper modules as the setup does, without setting anything up.
+
+    Run once by a process that kernels are forked from (``forkserver``): a forked kernel's
+    setup then finds the modules with the current ``SOURCE_HASH`` and compiles nothing. The
+    modules define functions and constants only; their state is filled in by each kernel's
+    own setup.
+    """
+    return (
+        "import sys, types\n"
+        f"for _name, _src in {_MODULES!r}:\n"
+        "    _m = types.ModuleType(_name)\n"
+        '    exec(compile(_src, "<" + _name + ">", "exec"), _m.__dict__)\n'
+        f"    _m.SOURCE_HASH = {_HASH!r}\n"
+        "    sys.modules[_name] = _m\n"
+    )
 
 
 # --------------------------------------------------------------------------- push-mode helpers

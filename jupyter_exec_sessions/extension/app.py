@@ -19,6 +19,7 @@ from traitlets import Bool, CaselessStrEnum, Dict, Float, Int, List, Set, Unicod
 
 from .. import forkserver
 from .._contract import API_PATH, MCP_PATH
+from ..engine.channel import preload_source
 from ..service import ContainerService, ServiceConfig
 from . import handlers
 from .authorizer import install_authorizer
@@ -306,7 +307,9 @@ class ExecSessionsApp(ExtensionApp):
             level = self.log.warning if self.kernel_start == "fork" else self.log.info
             level("jupyter-exec-sessions: kernels are launched, not forked: %s", why_not)
             return self.kernel_name
-        return forkserver.write_kernelspec(ksm, self.kernel_name, self._lock.path / "kernels")
+        return forkserver.write_kernelspec(
+            ksm, self.kernel_name, self._lock.path / "kernels", preload=preload_source()
+        )
 
     def initialize_handlers(self) -> None:
         """Register the REST, events and MCP handlers."""

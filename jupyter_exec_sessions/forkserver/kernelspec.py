@@ -33,14 +33,25 @@ def can_fork_spec(kernel_spec_manager: Any, base_name: str) -> bool:
     return fork_argv(argv) is not None
 
 
-def write_kernelspec(kernel_spec_manager: Any, base_name: str, dest: Path) -> str:
-    """Write the forked variant of ``base_name`` under ``dest``, register ``dest``; its name."""
+def write_kernelspec(
+    kernel_spec_manager: Any, base_name: str, dest: Path, preload: str = ""
+) -> str:
+    """Write the forked variant of ``base_name`` under ``dest``, register ``dest``; its name.
+
+    ``preload``: Python source the template runs once before it forks any kernel (e.g. to
+    install modules every kernel would otherwise compile); kept beside the spec.
+    """
     base = kernel_spec_manager.get_kernel_spec(base_name)
     name = f"exec-sessions-fork-{base_name}"
     spec_dir = dest / name
     spec_dir.mkdir(parents=True, exist_ok=True)
     metadata = dict(base.metadata or {})
-    metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": {}}
+    config: dict[str, Any] = {}
+    if preload:
+        preload_file = spec_dir / "preload.py"
+        preload_file.write_text(preload)
+        config["preload"] = str(preload_file)
+    metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": config}
     spec = {
         "argv": list(base.argv),
         "display_name": f"{base.display_name} (exec-sessions fork)",

@@ -5,16 +5,22 @@ point and selected by a kernel spec's ``metadata.kernel_provisioner``, so jupyte
 kernel manager, the warm pool and the engine are unchanged. The kernel manager prepares the
 launch as usual (connection file with fresh ports and key, environment, working directory);
 instead of ``Popen`` the provisioner asks the template (:mod:`.server`) to fork a kernel for
-that connection file. A command that is not ``<the template's python> -m ipykernel_launcher``,
-or any failure of the template, falls back to a normal launch (logged once per reason).
+that connection file, and returns once the child reports its kernel listening (so the clients
+jupyter_server and the pool connect next find it bound: no reconnect delay, no polling). A
+command that is not ``<the template's python> -m ipykernel_launcher``, any failure of the
+template, or a child that dies before it is ready falls back to a normal launch (logged once per
+reason).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from typing import Any
 
 from jupyter_client.provisioning.local_provisioner import LocalProvisioner
+from traitlets import Unicode
 
 from .server import ForkServer, fork_server, template_supported
 
@@ -36,6 +42,9 @@ class ForkProvisioner(LocalProvisioner):
     """Forks the kernel from the template; launches it normally when that cannot be done."""
 
     forked = False
+    preload = Unicode(
+        "", config=True, help="Python file the template runs once before forking (optional)."
+    )
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         """Fork a kernel for this connection; on any failure launch it as usual."""
@@ -46,7 +55,7 @@ class ForkProvisioner(LocalProvisioner):
         elif argv is None:
             reason = f"kernel command is not '<python> -m ipykernel_launcher': {cmd[:3]}"
         if reason is None:
-            server: ForkServer = fork_server(cmd[0])
+            server: ForkServer = fork_server(cmd[0], self.preload)
             env = {str(k): str(v) for k, v in (kwargs.get("env") or os.environ).items()}
             cwd = str(kwargs.get("cwd") or os.getcwd())
             try:
@@ -54,6 +63,14 @@ class ForkProvisioner(LocalProvisioner):
             except Exception as e:
                 reason = f"fork failed ({e}); launching instead"
             else:
+                try:
+                    await server.wait_ready(process)
+                except Exception as e:
+                    reason = f"a forked kernel did not start ({e}); launching instead"
+                    process.kill()  # and let go of its ports before the launch binds them
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(process.wait, 10)
+            if reason is None:
                 self.process = process  # type: ignore[assignment]  # Popen-like
                 self.pid = self.pgid = process.pid  # the child started its own session
                 self.cwd = cwd
