@@ -240,6 +240,7 @@ def wait_pool_full(
     *,
     quiet_s: float = 0.15,
     timeout: float = 180,
+    at_least: bool = False,
 ) -> None:
     """Wait until the warm pool is full and settled; a polled state check, not a blind sleep.
 
@@ -249,6 +250,7 @@ def wait_pool_full(
     of the server used any CPU for ``quiet_s`` (a kernel still booting or running its setup
     burns CPU; jupyter_server's ``execution_state`` cannot tell, as it may stay ``starting``).
     Each sample's ``container.created`` event then confirms ``from_pool`` (see callers).
+    ``at_least``: a pool that grew past ``pool_size`` (it follows demand) also counts as full.
     """
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
@@ -259,7 +261,8 @@ def wait_pool_full(
         before = children_cpu_ticks(srv.proc.pid)
         time.sleep(quiet_s)
         quiet = children_cpu_ticks(srv.proc.pid) == before
-        if len(pool) == pool_size and container_kernels <= ids and quiet:
+        full = len(pool) >= pool_size if at_least else len(pool) == pool_size
+        if full and container_kernels <= ids and quiet:
             return
         now = time.monotonic()
         if len(pool) < pool_size and quiet:

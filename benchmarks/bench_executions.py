@@ -373,16 +373,16 @@ def main() -> None:
                 srv.client() as c,
             ):
                 loop.run_until_complete(asyncio.gather(*(r.start() for r in raws)))
-                b.wait_pool_full(srv, c, 2, set())
+                b.wait_pool_full(srv, c, 2, set(), at_least=True)
                 con = b.create_container(c, "latency")
                 cid = con["id"]
                 mine = {con["exec_sessions"]["kernel_id"]}
                 for i in range(args.idle):
-                    b.wait_pool_full(srv, c, 2, mine)
+                    b.wait_pool_full(srv, c, 2, mine, at_least=True)
                     idle = b.create_container(c, f"idle-{i}")
                     b.check_two(b.execute(c, idle["id"], "1+1"))
                     mine.add(idle["exec_sessions"]["kernel_id"])
-                b.wait_pool_full(srv, c, 2, mine)
+                b.wait_pool_full(srv, c, 2, mine, at_least=True)
                 if args.idle:
                     print(f"    {args.idle} idle containers on the server; {b.load()}")
                 if "a" in parts:

@@ -51,13 +51,13 @@ async def main(n: int, idle: int) -> None:
     with b.running_server(pool_size=2, max_containers_per_user=limit, max_containers=limit) as srv:
         if idle:
             with srv.client() as c:
-                b.wait_pool_full(srv, c, 2, set())
+                b.wait_pool_full(srv, c, 2, set(), at_least=True)
                 mine: set[str] = set()
                 for i in range(idle):
                     con = b.create_container(c, f"idle-{i}")
                     b.check_two(b.execute(c, con["id"], "1+1"))
                     mine.add(con["exec_sessions"]["kernel_id"])
-                    b.wait_pool_full(srv, c, 2, mine)
+                    b.wait_pool_full(srv, c, 2, mine, at_least=True)
             print(f"    {idle} idle containers on the server; {b.load()}")
         raw = b.RawKernel(Path(tempfile.mkdtemp(prefix="bench-mcp-raw-")))
         await raw.start()
