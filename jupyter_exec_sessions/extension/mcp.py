@@ -8,9 +8,12 @@ flushes every body chunk (with TCP_NODELAY). The authenticated owner goes into t
 (``scope["user"]`` binds each MCP session to the owner that opened it; ``scope[OWNER_SCOPE_KEY]``
 picks the backend), and the tools call the container service in-process: no HTTP hop.
 
-One optimisation: a request without a progress token whose SSE answer turns out to be the
-answer alone is sent as ``application/json`` instead (both are valid streamable-HTTP answers),
-so that clients that stop reading an SSE body at the answer keep their keep-alive connection.
+A request without a progress token is answered as ``application/json`` instead of an SSE
+stream (both are valid streamable-HTTP answers): clients that stop reading an SSE body at the
+answer keep their keep-alive connection, and the SDK skips its per-request SSE machinery. The
+SDK is asked for a JSON answer per request (:class:`_JSONWhenAsked`; ``initialize`` excepted);
+where it still streams one (``initialize``), a stream that turns out to be the answer alone is
+sent as JSON by the bridge.
 
 Wiring in ``app.py`` (``ExtensionApp`` prepends ``base_url`` to the handler pattern)::
 
