@@ -209,6 +209,29 @@ def children_cpu_ticks(pid: int) -> dict[int, int]:
     return ticks
 
 
+def descendants_cpu_ms(pid: int, exclude: tuple[int, ...] = ()) -> float:
+    """CPU time used so far by the live descendants of ``pid`` (kernels forked from a
+    template are its grandchildren), in ms; the subtrees of ``exclude`` are left out."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        parent[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])
+    total = 0
+    for child, t in ticks.items():
+        p = parent.get(child, 0)
+        while p not in (0, 1, pid) and p not in exclude:
+            p = parent.get(p, 0)
+        if p == pid and child not in exclude:
+            total += t
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ms(pid: int) -> float:
     """CPU time (user + system) used so far by process ``pid``, in ms."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()

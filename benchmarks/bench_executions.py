@@ -236,9 +236,9 @@ class CpuMeter:
     def snapshot(self) -> dict[str, float]:
         return {
             "server": b.cpu_ms(self.server_pid),
-            "server kernels": b.children_cpu_ms(self.server_pid),
+            "server kernels": b.descendants_cpu_ms(self.server_pid),
             "bench client": b.cpu_ms(self.me),
-            "raw kernels": b.children_cpu_ms(self.me, exclude=(self.server_pid,)),
+            "raw kernels": b.descendants_cpu_ms(self.me, exclude=(self.server_pid,)),
         }
 
     @staticmethod

@@ -38,6 +38,8 @@ __all__ = ["PREVIEW_CHARS", "Executions"]
 
 #: Characters of code (or of each shell command) a history listing shows.
 PREVIEW_CHARS = 2000
+#: How soon after an execution completes its bookkeeping is written (its answer leaves first).
+_FLUSH_AFTER_COMPLETION_S = 0.001
 
 
 class Executions:
@@ -241,6 +243,8 @@ class Executions:
             owner=owner,
             container_id=container_id,
         )
+        # written just after the answer leaves, rather than before the next request
+        self.store.flush_within(_FLUSH_AFTER_COMPLETION_S)
 
     def _finish_history(self, execution: Execution) -> None:
         self.store.finish_execution(

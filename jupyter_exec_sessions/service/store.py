@@ -249,6 +249,26 @@ class Store:
             return
         self._flush_timer = loop.call_later(self.flush_delay_s, self._flush_later)
 
+    def flush_within(self, delay_s: float) -> None:
+        """Write the deferred statements within ``delay_s`` instead of ``flush_delay_s``.
+
+        An execution that completes asks for its bookkeeping soon after its answer has left
+        (not on the next request's path, and still in one commit with its start).
+        """
+        if not self._pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        timer = self._flush_timer
+        if timer is not None:
+            if timer.when() <= loop.time() + delay_s:
+                return
+            timer.cancel()
+        self._flush_timer = loop.call_later(delay_s, self._flush_later)
+
     def _flush_later(self) -> None:
         self._flush_timer = None
         try:
