@@ -209,6 +209,29 @@ def children_cpu_ticks(pid: int) -> dict[int, int]:
     return ticks
 
 
+def descendants_cpu_ms(pid: int, exclude: tuple[int, ...] = ()) -> float:
+    """CPU time used so far by the live descendants of ``pid`` (kernels forked from a
+    template are its grandchildren), in ms; the subtrees of ``exclude`` are left out."""
+    parent: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        child = int(stat.parent.name)
+        parent[child] = int(fields[1])
+        ticks[child] = int(fields[11]) + int(fields[12])
+    total = 0
+    for child, t in ticks.items():
+        p = parent.get(child, 0)
+        while p not in (0, 1, pid) and p not in exclude:
+            p = parent.get(p, 0)
+        if p == pid and child not in exclude:
+            total += t
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ms(pid: int) -> float:
     """CPU time (user + system) used so far by process ``pid``, in ms."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -240,6 +263,7 @@ def wait_pool_full(
     *,
     quiet_s: float = 0.15,
     timeout: float = 180,
+    at_least: bool = False,
 ) -> None:
     """Wait until the warm pool is full and settled; a polled state check, not a blind sleep.
 
@@ -249,6 +273,7 @@ def wait_pool_full(
     of the server used any CPU for ``quiet_s`` (a kernel still booting or running its setup
     burns CPU; jupyter_server's ``execution_state`` cannot tell, as it may stay ``starting``).
     Each sample's ``container.created`` event then confirms ``from_pool`` (see callers).
+    ``at_least``: a pool that grew past ``pool_size`` (it follows demand) also counts as full.
     """
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
@@ -259,7 +284,8 @@ def wait_pool_full(
         before = children_cpu_ticks(srv.proc.pid)
         time.sleep(quiet_s)
         quiet = children_cpu_ticks(srv.proc.pid) == before
-        if len(pool) == pool_size and container_kernels <= ids and quiet:
+        full = len(pool) >= pool_size if at_least else len(pool) == pool_size
+        if full and container_kernels <= ids and quiet:
             return
         now = time.monotonic()
         if len(pool) < pool_size and quiet:

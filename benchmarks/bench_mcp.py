@@ -12,7 +12,11 @@ are interleaved sample by sample after a warm-up, so load on the machine hits th
              MCP layer's cost ends and the execution path's begins);
 * mcp-list   ``tools/list`` over streamable HTTP (the transport alone, no kernel).
 
-Run: ``python benchmarks/bench_mcp.py [--n 300]``.
+After the interleaved samples, the server's CPU per call (/proc) is measured over ``--n`` more
+calls of ``mcp-http`` and of ``rest`` each. ``--idle N`` creates N more containers that stay idle
+on the server during the run.
+
+Run: ``python benchmarks/bench_mcp.py [--n 300] [--idle 20]``.
 """
 
 from __future__ import annotations
@@ -38,11 +42,23 @@ from jupyter_exec_sessions.models import PythonExecutionRequest
 CODE = "1+1"
 
 
-async def main(n: int) -> None:
+async def main(n: int, idle: int) -> None:
     b.header("bench_mcp: MCP execute_python_code('1+1') vs raw jupyter_client")
     script = shutil.which("jupyter-exec-sessions", path=str(Path(sys.executable).parent))
     assert script, "install the package (pip install -e .) to get the console script"
-    with b.running_server(pool_size=2) as srv:
+    limit = idle + 20
+    cpu: dict[str, float] = {}
+    with b.running_server(pool_size=2, max_containers_per_user=limit, max_containers=limit) as srv:
+        if idle:
+            with srv.client() as c:
+                b.wait_pool_full(srv, c, 2, set(), at_least=True)
+                mine: set[str] = set()
+                for i in range(idle):
+                    con = b.create_container(c, f"idle-{i}")
+                    b.check_two(b.execute(c, con["id"], "1+1"))
+                    mine.add(con["exec_sessions"]["kernel_id"])
+                    b.wait_pool_full(srv, c, 2, mine, at_least=True)
+            print(f"    {idle} idle containers on the server; {b.load()}")
         raw = b.RawKernel(Path(tempfile.mkdtemp(prefix="bench-mcp-raw-")))
         await raw.start()
         stdio_params = StdioServerParameters(
@@ -90,6 +106,11 @@ async def main(n: int) -> None:
                         t0 = time.perf_counter()
                         await call()
                         samples[name].append((time.perf_counter() - t0) * 1000)
+                for name in ("mcp-http", "rest"):
+                    cpu0 = b.cpu_ms(srv.proc.pid)
+                    for _ in range(n):
+                        await paths[name]()
+                    cpu[name] = (b.cpu_ms(srv.proc.pid) - cpu0) / n
                 await rest.delete_container(box.id)
         finally:
             await raw.stop()
@@ -104,6 +125,8 @@ async def main(n: int) -> None:
     b.compare("REST executions 1+1 (context)", samples["rest"], base)
     b.single("MCP tools/list, streamable HTTP (transport)", samples["mcp-list"])
     b.single("raw jupyter_client execute_interactive 1+1", base)
+    for name, ms in cpu.items():
+        print(f"server CPU per {name} call: {ms:.2f} ms (/proc, {n} calls in a row)")
     print(f"\nMCP over streamable HTTP p50 = {ratio:.2f}x raw: {b.verdict(ratio <= 1.6)}")
     print(b.load())
 
@@ -111,4 +134,6 @@ async def main(n: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300, help="interleaved samples per path")
-    asyncio.run(main(parser.parse_args().n))
+    parser.add_argument("--idle", type=int, default=0, help="idle containers around")
+    args = parser.parse_args()
+    asyncio.run(main(args.n, args.idle))

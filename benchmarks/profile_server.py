@@ -4,15 +4,18 @@ Starts its own server, runs the workload for ``--seconds``, samples the server p
 ``py-spy record --format raw`` (``pip install py-spy``; needs ptrace rights, e.g. root), and
 prints the functions with the most samples (inclusive and leaf) and the server CPU per request.
 
-Workloads: ``exec`` (REST ``1+1`` loop on one container), ``create`` (create → ``1+1`` →
-delete, pool settled before each), ``stream`` (streamed cell printing every 20 ms),
-``throughput`` (8 concurrent loops on 8 containers).
+Workloads: ``exec`` (REST ``1+1`` loop on one container), ``mcp`` (MCP ``execute_python_code``
+``1+1`` loop over streamable HTTP with the official client, in its session's container),
+``create`` (create → ``1+1`` → delete, pool settled before each), ``stream`` (streamed cell
+printing every 20 ms), ``throughput`` (8 concurrent loops on 8 containers). ``--idle-containers
+N`` creates N idle containers first. Prints the server's CPU per request (/proc).
 
 With ``--probe`` it does not sample: it loads ``_probe.py`` (a server extension that wraps the
 handler, service, engine, pool, event bus and SQLite store methods with wall-clock timers) and
 prints how many ms each layer takes per request.
 
-Run: ``python benchmarks/profile_server.py --workload exec [--seconds 10] [--idle | --probe]``.
+Run: ``python benchmarks/profile_server.py --workload exec [--seconds 10] [--idle | --probe]
+[--idle-containers 20]``.
 """
 
 from __future__ import annotations
@@ -32,16 +35,63 @@ import _server as b
 import httpx2 as httpx
 
 
-def _workload(name: str, srv: b.Server, c: httpx.Client, seconds: float) -> int:
+def _print_cpu(srv: b.Server, cpu0: float, n: int) -> None:
+    cpu = (b.cpu_ms(srv.proc.pid) - cpu0) / max(n, 1)
+    print(f"server CPU per request: {cpu:.2f} ms (/proc, {n} requests; {b.load()})")
+
+
+def _mcp_loop(srv: b.Server, seconds: float) -> int:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def run() -> int:
+        async with (
+            httpx.AsyncClient(headers=srv.headers, timeout=60) as http,
+            Client(streamable_http_client(f"{srv.url}exec-sessions/mcp", http_client=http)) as mc,
+        ):
+
+            async def call() -> None:
+                result = await mc.call_tool("execute_python_code", {"code": "1+1"})
+                assert not result.is_error, result
+
+            for _ in range(10):
+                await call()
+            async with httpx.AsyncClient(base_url=srv.url, headers=srv.headers) as ac:
+                await ac.delete("bench-probe")  # reset the probe's timers, if loaded
+            end = time.monotonic() + seconds
+            n = 0
+            lat: list[float] = []
+            cpu0 = b.cpu_ms(srv.proc.pid)
+            while time.monotonic() < end:
+                t0 = time.perf_counter()
+                await call()
+                lat.append((time.perf_counter() - t0) * 1000)
+                n += 1
+            _print_cpu(srv, cpu0, n)
+            print(f"client-side MCP 1+1: p50 {b.pct(lat, 0.5):.3f} ms, p90 {b.pct(lat, 0.9):.3f}")
+            return n
+
+    return asyncio.run(run())
+
+
+def _workload(name: str, srv: b.Server, c: httpx.Client, seconds: float, idle: int = 0) -> int:
     """Run the workload for ``seconds``; the number of requests done."""
-    b.wait_pool_full(srv, c, 2, set())
+    b.wait_pool_full(srv, c, 2, set(), at_least=True)
     con = b.create_container(c, "profile")
-    b.wait_pool_full(srv, c, 2, {con["exec_sessions"]["kernel_id"]})
+    mine = {con["exec_sessions"]["kernel_id"]}
+    for i in range(idle):
+        b.wait_pool_full(srv, c, 2, mine, at_least=True)
+        other = b.create_container(c, f"idle-{i}")
+        mine.add(other["exec_sessions"]["kernel_id"])
+    b.wait_pool_full(srv, c, 2, mine, at_least=True)
+    if name == "mcp":
+        return _mcp_loop(srv, seconds)
     for _ in range(10):
         b.execute(c, con["id"], "1+1")
     c.delete("bench-probe")  # reset the probe's timers, if loaded
     end = time.monotonic() + seconds
     n = 0
+    cpu0 = b.cpu_ms(srv.proc.pid)
     if name == "exec":
         lat: list[float] = []
         while time.monotonic() < end:
@@ -53,7 +103,7 @@ def _workload(name: str, srv: b.Server, c: httpx.Client, seconds: float) -> int:
         print(f"client-side REST 1+1: p50 {b.pct(lat, 0.5):.3f} ms, p90 {b.pct(lat, 0.9):.3f} ms")
     elif name == "create":
         while time.monotonic() < end:
-            b.wait_pool_full(srv, c, 2, {con["exec_sessions"]["kernel_id"]})
+            b.wait_pool_full(srv, c, 2, mine, at_least=True)
             new = b.create_container(c)
             b.check_two(b.execute(c, new["id"], "1+1"))
             b.delete_container(c, new["id"])
@@ -95,6 +145,7 @@ def _workload(name: str, srv: b.Server, c: httpx.Client, seconds: float) -> int:
         n = asyncio.run(run())
     else:
         raise SystemExit(f"unknown workload {name}")
+    _print_cpu(srv, cpu0, n)
     return n
 
 
@@ -141,8 +192,9 @@ def probe_report(stats: dict[str, list[float]], requests: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--workload", default="exec", choices=["exec", "create", "stream", "throughput"]
+        "--workload", default="exec", choices=["exec", "mcp", "create", "stream", "throughput"]
     )
+    ap.add_argument("--idle-containers", type=int, default=0, help="idle containers around")
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     ap.add_argument("--idle", action="store_true", help="also sample idle (waiting) threads")
@@ -150,21 +202,23 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="per-layer wall-clock timers instead")
     args = ap.parse_args()
     b.header(f"profile_server: {args.workload}")
+    limit = args.idle_containers + 20
+    limits = {"max_containers_per_user": limit, "max_containers": limit}
     if args.probe:
         here = str(Path(__file__).resolve().parent)
         env = {"PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
         with (
-            b.running_server(pool_size=2, extensions=("_probe",), env=env) as srv,
+            b.running_server(pool_size=2, extensions=("_probe",), env=env, **limits) as srv,
             srv.client() as c,
         ):
-            n = _workload(args.workload, srv, c, args.seconds)
+            n = _workload(args.workload, srv, c, args.seconds, args.idle_containers)
             stats = c.get("bench-probe").json()
         probe_report(stats, n)
         return
     if shutil.which("py-spy") is None:
         raise SystemExit("py-spy not found: pip install py-spy")
     out = Path(tempfile.mkdtemp(prefix="exec-sessions-prof-")) / "server.txt"
-    with b.running_server(pool_size=2) as srv, srv.client() as c:
+    with b.running_server(pool_size=2, **limits) as srv, srv.client() as c:
         cmd = [
             "py-spy", "record", "--pid", str(srv.proc.pid), "--rate", str(args.rate),
             "--duration", str(int(args.seconds) + 2), "--format", "raw", "-o", str(out),
@@ -174,7 +228,7 @@ def main() -> None:
             cmd.append("--idle")
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)  # let py-spy attach before the workload starts
-        n = _workload(args.workload, srv, c, args.seconds)
+        n = _workload(args.workload, srv, c, args.seconds, args.idle_containers)
         spy.wait(timeout=60)
     if not out.exists():
         sys.exit("py-spy wrote nothing (ptrace permission?)")

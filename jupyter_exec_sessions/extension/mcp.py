@@ -8,9 +8,12 @@ flushes every body chunk (with TCP_NODELAY). The authenticated owner goes into t
 (``scope["user"]`` binds each MCP session to the owner that opened it; ``scope[OWNER_SCOPE_KEY]``
 picks the backend), and the tools call the container service in-process: no HTTP hop.
 
-One optimisation: a request without a progress token whose SSE answer turns out to be the
-answer alone is sent as ``application/json`` instead (both are valid streamable-HTTP answers),
-so that clients that stop reading an SSE body at the answer keep their keep-alive connection.
+A request without a progress token is answered as ``application/json`` instead of an SSE
+stream (both are valid streamable-HTTP answers): clients that stop reading an SSE body at the
+answer keep their keep-alive connection, and the SDK skips its per-request SSE machinery. The
+SDK is asked for a JSON answer per request (:class:`_JSONWhenAsked`; ``initialize`` excepted);
+where it still streams one (``initialize``), a stream that turns out to be the answer alone is
+sent as JSON by the bridge.
 
 Wiring in ``app.py`` (``ExtensionApp`` prepends ``base_url`` to the handler pattern)::
 
@@ -37,6 +40,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, MutableMapping
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import anyio
@@ -44,6 +48,8 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http import StreamableHTTPServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from tornado import web
 from tornado.iostream import StreamClosedError
@@ -99,6 +105,57 @@ def _quiet_client_races() -> None:
         sdk.addFilter(_ClientRaceFilter())
 
 
+#: True in the task that hands one POST to the session manager when that POST is to be answered
+#: with a plain JSON body (one JSON-RPC request without a progress token, not ``initialize``).
+_JSON_ANSWER: ContextVar[bool] = ContextVar("exec_sessions_mcp_json_answer", default=False)
+
+
+class _JSONWhenAsked(StreamableHTTPServerTransport):
+    """A session transport that answers a POST as JSON when the bridge asks for it.
+
+    The SDK chooses between an SSE stream and a JSON body once per session manager
+    (``json_response``). An SSE answer costs the SDK an ``EventSourceResponse`` with its task
+    group (stream, ping, disconnect and exit listeners) and a writer task per request; a call
+    that asked for no progress has nothing to stream, and its answer is the same JSON-RPC
+    message either way. The transport reads the choice from :data:`_JSON_ANSWER` in the
+    request's task. The session's own tasks (started by ``initialize``, which is never
+    answered this way) read ``False``, so requests with a progress token stream as before.
+    """
+
+    _json_always = False
+
+    @property
+    def is_json_response_enabled(self) -> bool:
+        """JSON for every request (the manager's setting), or for this request."""
+        return self._json_always or _JSON_ANSWER.get()
+
+    @is_json_response_enabled.setter
+    def is_json_response_enabled(self, value: bool) -> None:
+        self._json_always = value
+
+
+def _answer_json_when_asked(manager: StreamableHTTPSessionManager) -> None:
+    """Make the sessions the manager admits :class:`_JSONWhenAsked` transports.
+
+    This reaches into the SDK (a private method, a transport attribute): with an SDK that has
+    neither, requests keep their SSE answers (slower, equally correct) instead of failing.
+    """
+    admit = getattr(manager, "_admit_session", None)
+    if not callable(admit):
+        log.info("exec-sessions: this mcp SDK has no _admit_session; MCP answers stay SSE")
+        return
+
+    def admit_session(requestor: Any) -> StreamableHTTPServerTransport | None:
+        transport = admit(requestor)
+        if type(transport) is StreamableHTTPServerTransport:
+            json_always = transport.__dict__.pop("is_json_response_enabled", False)
+            transport.__class__ = _JSONWhenAsked
+            transport.is_json_response_enabled = json_always
+        return transport
+
+    manager._admit_session = admit_session  # type: ignore[method-assign]
+
+
 class MCPEndpoint:
     """The MCP server, its session manager and their lifetime, for one Jupyter server."""
 
@@ -126,6 +183,7 @@ class MCPEndpoint:
             session_idle_timeout=session_idle_timeout,
         )
         self.manager = self.mcp.session_manager
+        _answer_json_when_asked(self.manager)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._ready = asyncio.Event()
@@ -279,13 +337,13 @@ class MCPHandler(GuardedBody, APIHandler):
             with contextlib.suppress(Exception):
                 stream.set_nodelay(True)
         body = self.body_bytes()
-        problem = _body_problem(body) if self.request.method == "POST" else None
-        if problem is not None:
+        post = _PostBody(body) if self.request.method == "POST" else None
+        if post is not None and post.problem is not None:
             self.set_status(400)
-            error = {"code": -32600, "message": problem}
+            error = {"code": -32600, "message": post.problem}
             self.finish({"jsonrpc": "2.0", "id": None, "error": error})
             return
-        self._hold = self.request.method == "POST" and _wants_no_stream(body)
+        self._hold = post is not None and post.wants_no_stream
         body_sent = False
 
         async def receive() -> dict[str, Any]:
@@ -297,10 +355,14 @@ class MCPHandler(GuardedBody, APIHandler):
             return {"type": "http.disconnect"}
 
         scope = self._scope()
-        answer = asyncio.ensure_future(
-            self._endpoint.manager.handle_request(scope, receive, self._send)
-        )
-        request_id = _call_id(body) if self.request.method == "POST" else None
+        json_answer = _JSON_ANSWER.set(self._hold and post is not None and post.json_answer)
+        try:  # the task runs in a copy of this context
+            answer = asyncio.ensure_future(
+                self._endpoint.manager.handle_request(scope, receive, self._send)
+            )
+        finally:
+            _JSON_ANSWER.reset(json_answer)
+        request_id = post.call_id if post is not None else None
         if request_id is not None:
             gone = asyncio.ensure_future(self._gone.wait())
             await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
@@ -451,40 +513,46 @@ def _unauthenticated_message(headers: Any) -> str:
     )
 
 
-def _body_problem(body: bytes) -> str | None:
-    """Why a POST body must be refused before the SDK sees it (deep nesting, lone surrogates)."""
-    try:
-        message = json.loads(body)
-    except RecursionError:
-        return "The request body is nested too deeply."
-    except ValueError:
-        return None  # the SDK answers its own parse error
-    problem = json_problem(message)
-    return None if problem is None else problem[0]
+class _PostBody:
+    """What the bridge needs to know of a POST body, from one JSON parse.
 
+    ``problem``: why the body must be refused before the SDK sees it (deep nesting, lone
+    surrogates; a body that is not JSON is the SDK's to answer). ``wants_no_stream``: one
+    JSON-RPC request without a progress token. ``call_id``: the JSON-RPC id of a
+    ``tools/call`` request, else ``None``. ``json_answer``: it wants no stream and is not
+    ``initialize`` (whose task starts the session's own tasks).
+    """
 
-def _wants_no_stream(body: bytes) -> bool:
-    """Whether a POST is one JSON-RPC request without a progress token."""
-    try:
-        message = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    if not isinstance(message, dict) or "id" not in message or "method" not in message:
-        return False
-    params = message.get("params")
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return not (isinstance(meta, dict) and meta.get("progressToken") is not None)
+    __slots__ = ("call_id", "json_answer", "problem", "wants_no_stream")
 
-
-def _call_id(body: bytes) -> Any:
-    """The JSON-RPC id of a ``tools/call`` request body, else ``None``."""
-    try:
-        message = json.loads(body)
-    except ValueError:
-        return None
-    if isinstance(message, dict) and message.get("method") == "tools/call":
-        return message.get("id")
-    return None
+    def __init__(self, body: bytes) -> None:
+        self.problem: str | None = None
+        self.wants_no_stream = False
+        self.json_answer = False
+        self.call_id: Any = None
+        try:
+            message = json.loads(body)
+        except RecursionError:
+            self.problem = "The request body is nested too deeply."
+            return
+        except ValueError:
+            return  # the SDK answers its own parse error
+        problem = json_problem(message)
+        if problem is not None:
+            self.problem = problem[0]
+            return
+        if not isinstance(message, dict):
+            return
+        if message.get("method") == "tools/call":
+            self.call_id = message.get("id")
+        if "id" not in message or "method" not in message:
+            return
+        params = message.get("params")
+        meta = params.get("_meta") if isinstance(params, dict) else None
+        self.wants_no_stream = not (
+            isinstance(meta, dict) and meta.get("progressToken") is not None
+        )
+        self.json_answer = self.wants_no_stream and message["method"] != "initialize"
 
 
 def _is_sse(message: MutableMapping[str, Any]) -> bool:

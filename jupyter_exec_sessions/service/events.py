@@ -46,8 +46,11 @@ class EventBus:
         self._queue_size = queue_size
         self._closed = False
 
-    def emit(self, data: EventData, /, *, owner: str, container_id: str | None = None) -> Event:
-        """Record one event (its type is the type of ``data``) and deliver it to the owner."""
+    def emit(self, data: EventData, /, *, owner: str, container_id: str | None = None) -> None:
+        """Record one event (its type is the type of ``data``) and deliver it to the owner.
+
+        The wire model of the event is built only when one of the owner's followers is live.
+        """
         row = self._store.append_event(
             id=new_id("evt_"),
             type=EVENT_TYPE_OF_DATA[type(data)],
@@ -55,16 +58,17 @@ class EventBus:
             owner=owner,
             data=data.model_dump(mode="json"),
         )
-        event = _to_event(row)
-        for sub in list(self._subs):
+        event: Event | None = None
+        for sub in self._subs:
             if sub.owner != owner or sub.overflowed:
                 continue
+            if event is None:
+                event = _to_event(row)
             try:
                 sub.queue.put_nowait(event)
             except asyncio.QueueFull:
                 # A follower that cannot keep up is ended; it resumes with Last-Event-ID.
                 sub.overflowed = True
-        return event
 
     def close(self) -> None:
         """End every follower (server shutdown)."""

@@ -38,6 +38,8 @@ __all__ = ["PREVIEW_CHARS", "Executions"]
 
 #: Characters of code (or of each shell command) a history listing shows.
 PREVIEW_CHARS = 2000
+#: How soon after an execution completes its bookkeeping is written (its answer leaves first).
+_FLUSH_AFTER_COMPLETION_S = 0.001
 
 
 class Executions:
@@ -219,33 +221,37 @@ class Executions:
         execution: Execution,
         meta: ExecutionMetadata,
     ) -> None:
-        """Count the execution, close its history entry, publish its ``execution.completed``."""
-        with self.store.transaction():  # one commit for the counters, history and the event
-            self._finish_history(execution)
-            if not gone:
-                self.store.record_execution(
-                    container_id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
-                )
-            self.events.emit(
-                ExecutionCompletedData(
-                    execution_id=execution.id,
-                    type=execution.type,
-                    status=execution.status,
-                    duration_ms=execution.duration_ms,
-                    session_id=meta.session_id,
-                    turn_id=meta.turn_id,
-                    state_reset=execution.state_reset,
-                ),
-                owner=owner,
-                container_id=container_id,
+        """Count the execution, close its history entry, publish its ``execution.completed``.
+
+        The store writes all of it in one commit, with the execution's start (written behind).
+        """
+        self._finish_history(execution)
+        if not gone:
+            self.store.record_execution(
+                container_id, session_id=meta.session_id, turn_id=meta.turn_id, now=time.time()
             )
+        self.events.emit(
+            ExecutionCompletedData(
+                execution_id=execution.id,
+                type=execution.type,
+                status=execution.status,
+                duration_ms=execution.duration_ms,
+                session_id=meta.session_id,
+                turn_id=meta.turn_id,
+                state_reset=execution.state_reset,
+            ),
+            owner=owner,
+            container_id=container_id,
+        )
+        # written just after the answer leaves, rather than before the next request
+        self.store.flush_within(_FLUSH_AFTER_COMPLETION_S)
 
     def _finish_history(self, execution: Execution) -> None:
         self.store.finish_execution(
             execution.id,
             status=execution.status,
             completed_at=time.time(),
-            result=execution.model_dump(mode="json"),
+            result=execution.model_dump_json(),
         )
 
     def history(

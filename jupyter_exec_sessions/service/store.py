@@ -3,20 +3,32 @@
 One file under the extension's data dir, WAL mode, used from the server's event loop thread
 only (every statement is a few microseconds; nothing here awaits). Rows are the durable truth:
 a container and its files survive a server restart; its kernel does not.
+
+The bookkeeping of every execution (activity, history, counters, ``execution.*`` events) is
+written behind: those statements are queued and written together in one commit shortly after
+(``flush_delay_s``), or at once before any other statement runs, so every read sees every
+earlier write. A commit costs far more than the statements it holds; an execution's
+bookkeeping used to take four. Event ``seq`` numbers are assigned here, in memory, when the
+event is appended. A server that crashes loses at most the last ``flush_delay_s`` of
+bookkeeping; a clean stop writes everything (:meth:`Store.close`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = ["ContainerRow", "EventRow", "ExecutionRow", "FileRow", "Store", "StoredFileRow"]
+
+log = logging.getLogger("jupyter_exec_sessions")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS containers (
@@ -186,10 +198,15 @@ class EventRow:
 class Store:
     """The SQLite registry. All methods are synchronous and cheap."""
 
-    def __init__(self, path: Path, *, max_events: int = 10_000) -> None:
+    def __init__(
+        self, path: Path, *, max_events: int = 10_000, flush_delay_s: float = 0.02
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_events = max_events
+        self.flush_delay_s = flush_delay_s
+        self._pending: list[tuple[str, Sequence[Any]]] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -209,6 +226,76 @@ class Store:
             (time.time(),),
         )
         self._events_since_prune = 0
+        last = self._db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0
+        used = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        self._seq = max(int(last), int(used[0]) if used else 0)
+
+    # ------------------------------------------------------------------ statements
+    def _sql(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run one statement now, after the deferred ones (so it sees their writes)."""
+        if self._pending:
+            self.flush()
+        return self._db.execute(sql, args)
+
+    def _defer(self, sql: str, args: Sequence[Any]) -> None:
+        """Queue a write for the next commit (within ``flush_delay_s``, or before any read)."""
+        self._pending.append((sql, args))
+        if self._flush_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (start-up, tools): write now
+            self.flush()
+            return
+        self._flush_timer = loop.call_later(self.flush_delay_s, self._flush_later)
+
+    def flush_within(self, delay_s: float) -> None:
+        """Write the deferred statements within ``delay_s`` instead of ``flush_delay_s``.
+
+        An execution that completes asks for its bookkeeping soon after its answer has left
+        (not on the next request's path, and still in one commit with its start).
+        """
+        if not self._pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        timer = self._flush_timer
+        if timer is not None:
+            if timer.when() <= loop.time() + delay_s:
+                return
+            timer.cancel()
+        self._flush_timer = loop.call_later(delay_s, self._flush_later)
+
+    def _flush_later(self) -> None:
+        self._flush_timer = None
+        try:
+            self.flush()
+        except Exception:  # nobody waits for these writes: say that they were lost
+            log.exception("exec-sessions: writing execution bookkeeping to the registry failed")
+
+    def flush(self) -> None:
+        """Write the deferred statements now, in one commit."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        if self._db.in_transaction:  # part of the caller's transaction
+            for sql, args in pending:
+                self._db.execute(sql, args)
+            return
+        self._db.execute("BEGIN")
+        try:
+            for sql, args in pending:
+                self._db.execute(sql, args)
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -218,6 +305,7 @@ class Store:
             return
         self._db.execute("BEGIN")
         try:
+            self.flush()
             yield
         except BaseException:
             self._db.execute("ROLLBACK")
@@ -243,7 +331,7 @@ class Store:
         desc = order == "desc"
         clauses, values = list(where), list(args)
         if after is not None:
-            r = self._db.execute(
+            r = self._sql(
                 f"SELECT n FROM {table} WHERE id = ? AND {where[0]}", (after, args[0])
             ).fetchone()
             if r is None:
@@ -254,28 +342,29 @@ class Store:
             f"SELECT * FROM {table} WHERE {' AND '.join(clauses)}"
             f" ORDER BY n {'DESC' if desc else 'ASC'} LIMIT ?"
         )
-        rows = self._db.execute(sql, [*values, limit + 1]).fetchall()
+        rows = self._sql(sql, [*values, limit + 1]).fetchall()
         return rows[:limit], len(rows) > limit
 
     def close(self) -> None:
-        """Close the database."""
+        """Write what is deferred and close the database."""
+        self.flush()
         self._db.close()
 
     # ------------------------------------------------------------------ kernels
     def add_kernel(self, kernel_id: str) -> None:
         """Remember a kernel this server started (until :meth:`remove_kernel`)."""
-        self._db.execute(
+        self._sql(
             "INSERT OR REPLACE INTO kernels (kernel_id, started_at) VALUES (?, ?)",
             (kernel_id, time.time()),
         )
 
     def remove_kernel(self, kernel_id: str) -> None:
         """Forget a kernel: it was shut down."""
-        self._db.execute("DELETE FROM kernels WHERE kernel_id = ?", (kernel_id,))
+        self._sql("DELETE FROM kernels WHERE kernel_id = ?", (kernel_id,))
 
     def kernel_ids(self) -> list[str]:
         """Kernels started and not known to be shut down (after a crash: possibly alive)."""
-        return [r[0] for r in self._db.execute("SELECT kernel_id FROM kernels")]
+        return [r[0] for r in self._sql("SELECT kernel_id FROM kernels")]
 
     # ------------------------------------------------------------------ containers
     def insert_container(
@@ -293,7 +382,7 @@ class Store:
         implicit: bool = False,
     ) -> ContainerRow:
         """Insert a new running container (``implicit``: made by MCP routing, evictable)."""
-        self._db.execute(
+        self._sql(
             "INSERT INTO containers (id, owner, name, created_at, last_active_at,"
             " expires_minutes, memory_limit, workdir, kernel_id, network_policy, implicit)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -317,7 +406,7 @@ class Store:
 
     def idle_implicit_containers(self, owner: str) -> list[ContainerRow]:
         """The owner's running implicit containers, least recently used first."""
-        rows = self._db.execute(
+        rows = self._sql(
             "SELECT * FROM containers WHERE owner = ? AND status = 'running' AND implicit = 1"
             " ORDER BY last_active_at",
             (owner,),
@@ -327,14 +416,14 @@ class Store:
     # ------------------------------------------------------------------ conversations
     def conversation_container(self, owner: str, key: str) -> str | None:
         """The container id last bound to the owner's conversation ``key``, if any."""
-        r = self._db.execute(
+        r = self._sql(
             "SELECT container_id FROM conversations WHERE owner = ? AND key = ?", (owner, key)
         ).fetchone()
         return str(r["container_id"]) if r else None
 
     def bind_conversation(self, owner: str, key: str, container_id: str, now: float) -> None:
         """Bind the owner's conversation ``key`` to a container (replacing an older binding)."""
-        self._db.execute(
+        self._sql(
             "INSERT INTO conversations (owner, key, container_id, updated_at) VALUES (?,?,?,?)"
             " ON CONFLICT (owner, key) DO UPDATE SET container_id = excluded.container_id,"
             " updated_at = excluded.updated_at",
@@ -343,19 +432,19 @@ class Store:
 
     def unbind_conversation(self, owner: str, key: str) -> None:
         """Forget the owner's conversation ``key``."""
-        self._db.execute("DELETE FROM conversations WHERE owner = ? AND key = ?", (owner, key))
+        self._sql("DELETE FROM conversations WHERE owner = ? AND key = ?", (owner, key))
 
     def get_container(self, id: str) -> ContainerRow | None:
         """Return the container row or ``None``."""
-        r = self._db.execute("SELECT * FROM containers WHERE id = ?", (id,)).fetchone()
+        r = self._sql("SELECT * FROM containers WHERE id = ?", (id,)).fetchone()
         return _container(r) if r else None
 
     def count_containers(self, owner: str | None = None) -> int:
         """Count running containers, of one owner or all."""
         if owner is None:
-            q = self._db.execute("SELECT COUNT(*) FROM containers WHERE status = 'running'")
+            q = self._sql("SELECT COUNT(*) FROM containers WHERE status = 'running'")
         else:
-            q = self._db.execute(
+            q = self._sql(
                 "SELECT COUNT(*) FROM containers WHERE status = 'running' AND owner = ?",
                 (owner,),
             )
@@ -375,58 +464,58 @@ class Store:
 
     def running_containers(self) -> list[ContainerRow]:
         """Every container whose status is running."""
-        rows = self._db.execute("SELECT * FROM containers WHERE status = 'running'").fetchall()
+        rows = self._sql("SELECT * FROM containers WHERE status = 'running'").fetchall()
         return [_container(r) for r in rows]
 
     def touch(self, id: str, now: float) -> None:
-        """Refresh ``last_active_at`` of a running container."""
-        self._db.execute(
+        """Refresh ``last_active_at`` of a running container (written behind)."""
+        self._defer(
             "UPDATE containers SET last_active_at = ? WHERE id = ? AND status = 'running'",
             (now, id),
         )
 
     def set_status(self, id: str, status: str) -> None:
         """Set the container's status."""
-        self._db.execute("UPDATE containers SET status = ? WHERE id = ?", (status, id))
+        self._sql("UPDATE containers SET status = ? WHERE id = ?", (status, id))
 
     def set_kernel(self, id: str, kernel_id: str | None) -> None:
         """Record the container's current kernel."""
-        self._db.execute("UPDATE containers SET kernel_id = ? WHERE id = ?", (kernel_id, id))
+        self._sql("UPDATE containers SET kernel_id = ? WHERE id = ?", (kernel_id, id))
 
     def mark_state_lost(self, id: str) -> None:
         """Record that the container's interpreter state is gone (reported on next use)."""
-        self._db.execute(
+        self._sql(
             "UPDATE containers SET state_lost = 1, state_resets = state_resets + 1 WHERE id = ?",
             (id,),
         )
 
     def take_state_lost(self, id: str) -> bool:
         """Return and clear the pending state-lost flag."""
-        r = self._db.execute("SELECT state_lost FROM containers WHERE id = ?", (id,)).fetchone()
+        r = self._sql("SELECT state_lost FROM containers WHERE id = ?", (id,)).fetchone()
         if r is None or not r[0]:
             return False
-        self._db.execute("UPDATE containers SET state_lost = 0 WHERE id = ?", (id,))
+        self._sql("UPDATE containers SET state_lost = 0 WHERE id = ?", (id,))
         return True
 
     def record_execution(
         self, id: str, *, session_id: str | None, turn_id: str | None, now: float
     ) -> None:
-        """Count one execution and its conversation tags; refresh activity."""
-        self._db.execute(
+        """Count one execution and its conversation tags; refresh activity (written behind)."""
+        self._defer(
             "UPDATE containers SET executions = executions + 1, last_active_at = ?"
             " WHERE id = ? AND status = 'running'",
             (now, id),
         )
         for kind, value in (("session", session_id), ("turn", turn_id)):
             if value:
-                self._db.execute(
+                self._defer(
                     "INSERT OR IGNORE INTO tags (container_id, kind, value) VALUES (?,?,?)",
                     (id, kind, value),
                 )
 
     def tag_counts(self, id: str) -> tuple[int, int]:
         """Distinct (sessions, turns) seen on the container."""
-        rows = self._db.execute(
+        rows = self._sql(
             "SELECT kind, COUNT(*) FROM tags WHERE container_id = ? GROUP BY kind", (id,)
         ).fetchall()
         counts = {r[0]: int(r[1]) for r in rows}
@@ -435,10 +524,10 @@ class Store:
     def delete_container(self, id: str) -> None:
         """Remove the container, its files and tags."""
         with self.transaction():
-            self._db.execute("DELETE FROM containers WHERE id = ?", (id,))
-            self._db.execute("DELETE FROM files WHERE container_id = ?", (id,))
-            self._db.execute("DELETE FROM tags WHERE container_id = ?", (id,))
-            self._db.execute("DELETE FROM executions WHERE container_id = ?", (id,))
+            self._sql("DELETE FROM containers WHERE id = ?", (id,))
+            self._sql("DELETE FROM files WHERE container_id = ?", (id,))
+            self._sql("DELETE FROM tags WHERE container_id = ?", (id,))
+            self._sql("DELETE FROM executions WHERE container_id = ?", (id,))
 
     # ------------------------------------------------------------------ executions
     def begin_execution(
@@ -454,35 +543,33 @@ class Store:
         turn_id: str | None,
         keep: int,
     ) -> None:
-        """Record a started execution; keep only the container's ``keep`` newest."""
-        with self.transaction():
-            self._db.execute(
-                "INSERT INTO executions (id, container_id, type, status, source, created_at,"
-                " started_at, session_id, turn_id) VALUES (?,?,?,'in_progress',?,?,?,?,?)",
-                (
-                    id,
-                    container_id,
-                    type,
-                    json.dumps(source),
-                    created_at,
-                    started_at,
-                    session_id,
-                    turn_id,
-                ),
-            )
-            self._db.execute(
-                "DELETE FROM executions WHERE container_id = ? AND n NOT IN"
-                " (SELECT n FROM executions WHERE container_id = ? ORDER BY n DESC LIMIT ?)",
-                (container_id, container_id, max(keep, 1)),
-            )
+        """Record a started execution; keep the container's ``keep`` newest (written behind)."""
+        self._defer(
+            "INSERT INTO executions (id, container_id, type, status, source, created_at,"
+            " started_at, session_id, turn_id) VALUES (?,?,?,'in_progress',?,?,?,?,?)",
+            (
+                id,
+                container_id,
+                type,
+                json.dumps(source),
+                created_at,
+                started_at,
+                session_id,
+                turn_id,
+            ),
+        )
+        # everything older than the keep-th newest (an index range, no temporary table)
+        self._defer(
+            "DELETE FROM executions WHERE container_id = ?1 AND n < (SELECT n FROM executions"
+            " WHERE container_id = ?1 ORDER BY n DESC LIMIT 1 OFFSET ?2)",
+            (container_id, max(keep, 1) - 1),
+        )
 
-    def finish_execution(
-        self, id: str, *, status: str, completed_at: float, result: dict[str, Any]
-    ) -> None:
-        """Record how a started execution ended (its whole execution object)."""
-        self._db.execute(
+    def finish_execution(self, id: str, *, status: str, completed_at: float, result: str) -> None:
+        """Record how a started execution ended: its execution object as JSON (written behind)."""
+        self._defer(
             "UPDATE executions SET status = ?, completed_at = ?, result = ? WHERE id = ?",
-            (status, completed_at, json.dumps(result), id),
+            (status, completed_at, result, id),
         )
 
     def list_executions(
@@ -497,7 +584,7 @@ class Store:
 
     def newest_execution_ids(self, container_id: str, count: int) -> set[str]:
         """Ids of the container's ``count`` most recent executions."""
-        rows = self._db.execute(
+        rows = self._sql(
             "SELECT id FROM executions WHERE container_id = ? ORDER BY n DESC LIMIT ?",
             (container_id, count),
         ).fetchall()
@@ -505,7 +592,7 @@ class Store:
 
     def get_execution(self, container_id: str, id: str) -> ExecutionRow | None:
         """One recorded execution of the container."""
-        r = self._db.execute(
+        r = self._sql(
             "SELECT * FROM executions WHERE id = ? AND container_id = ?", (id, container_id)
         ).fetchone()
         return _execution(r) if r is not None else None
@@ -515,27 +602,27 @@ class Store:
         self, *, id: str, container_id: str, path: str, size: int, source: str, now: float
     ) -> FileRow:
         """Insert a file, or update its size/source if the path is already known."""
-        self._db.execute(
+        self._sql(
             "INSERT INTO files (id, container_id, path, bytes, source, created_at)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT (container_id, path) DO UPDATE SET"
             " bytes = excluded.bytes, source = excluded.source",
             (id, container_id, path, size, source, int(now)),
         )
-        r = self._db.execute(
+        r = self._sql(
             "SELECT * FROM files WHERE container_id = ? AND path = ?", (container_id, path)
         ).fetchone()
         return _file(r)
 
     def files_of(self, container_id: str) -> list[FileRow]:
         """Every known file of the container, oldest first."""
-        rows = self._db.execute(
+        rows = self._sql(
             "SELECT * FROM files WHERE container_id = ? ORDER BY n", (container_id,)
         ).fetchall()
         return [_file(r) for r in rows]
 
     def get_file(self, container_id: str, file_id: str) -> FileRow | None:
         """Return the file row or ``None``."""
-        r = self._db.execute(
+        r = self._sql(
             "SELECT * FROM files WHERE container_id = ? AND id = ?", (container_id, file_id)
         ).fetchone()
         return _file(r) if r else None
@@ -560,12 +647,12 @@ class Store:
                 if path not in present and not complete:
                     continue
                 if path not in present:
-                    self._db.execute("DELETE FROM files WHERE n = ?", (f.n,))
+                    self._sql("DELETE FROM files WHERE n = ?", (f.n,))
                 elif present[path] != f.bytes:
-                    self._db.execute("UPDATE files SET bytes = ? WHERE n = ?", (present[path], f.n))
+                    self._sql("UPDATE files SET bytes = ? WHERE n = ?", (present[path], f.n))
             for path, size in present.items():
                 if path not in known:
-                    self._db.execute(
+                    self._sql(
                         "INSERT INTO files (id, container_id, path, bytes, source, created_at)"
                         " VALUES (?,?,?,?,?,?)",
                         (new_id(), container_id, path, size, "assistant", int(now)),
@@ -573,13 +660,11 @@ class Store:
 
     def delete_file(self, container_id: str, file_id: str) -> None:
         """Forget one file."""
-        self._db.execute(
-            "DELETE FROM files WHERE container_id = ? AND id = ?", (container_id, file_id)
-        )
+        self._sql("DELETE FROM files WHERE container_id = ? AND id = ?", (container_id, file_id))
 
     def update_file_size(self, container_id: str, file_id: str, size: int) -> None:
         """Record a file's current size."""
-        self._db.execute(
+        self._sql(
             "UPDATE files SET bytes = ? WHERE container_id = ? AND id = ?",
             (size, container_id, file_id),
         )
@@ -589,7 +674,7 @@ class Store:
         self, *, id: str, owner: str, filename: str, size: int, purpose: str, now: float
     ) -> StoredFileRow:
         """Record a file of the Files API."""
-        self._db.execute(
+        self._sql(
             "INSERT INTO stored_files (id, owner, filename, bytes, purpose, created_at)"
             " VALUES (?,?,?,?,?,?)",
             (id, owner, filename, size, purpose, int(now)),
@@ -600,7 +685,7 @@ class Store:
 
     def get_stored_file(self, owner: str, id: str) -> StoredFileRow | None:
         """The owner's stored file, or ``None`` (also for another owner's id)."""
-        r = self._db.execute(
+        r = self._sql(
             "SELECT * FROM stored_files WHERE id = ? AND owner = ?", (id, owner)
         ).fetchone()
         return StoredFileRow(**dict(r)) if r else None
@@ -619,7 +704,7 @@ class Store:
 
     def delete_stored_file(self, owner: str, id: str) -> None:
         """Forget a stored file."""
-        self._db.execute("DELETE FROM stored_files WHERE id = ? AND owner = ?", (id, owner))
+        self._sql("DELETE FROM stored_files WHERE id = ? AND owner = ?", (id, owner))
 
     # ------------------------------------------------------------------ events
     def append_event(
@@ -632,23 +717,24 @@ class Store:
         data: dict[str, Any],
         now: float | None = None,
     ) -> EventRow:
-        """Append an event; its ``seq`` is assigned here and only grows, across restarts."""
+        """Append an event (written behind); its ``seq`` is assigned here and only grows."""
         created = time.time() if now is None else now
-        cur = self._db.execute(
-            "INSERT INTO events (id, type, created_at, container_id, owner, data)"
-            " VALUES (?,?,?,?,?,?)",
-            (id, type, created, container_id, owner, json.dumps(data)),
+        self._seq += 1
+        seq = self._seq
+        self._defer(
+            "INSERT INTO events (seq, id, type, created_at, container_id, owner, data)"
+            " VALUES (?,?,?,?,?,?,?)",
+            (seq, id, type, created, container_id, owner, json.dumps(data)),
         )
-        seq = int(cur.lastrowid or 0)
         self._events_since_prune += 1
         if self._events_since_prune >= 500:
             self._events_since_prune = 0
-            self._db.execute("DELETE FROM events WHERE seq <= ?", (seq - self.max_events,))
+            self._defer("DELETE FROM events WHERE seq <= ?", (seq - self.max_events,))
         return EventRow(seq, id, type, created, container_id, owner, data)
 
     def events_after(self, owner: str, seq: int, limit: int = 1000) -> list[EventRow]:
         """The owner's stored events with ``seq`` greater than the given one."""
-        rows = self._db.execute(
+        rows = self._sql(
             "SELECT * FROM events WHERE owner = ? AND seq > ? ORDER BY seq LIMIT ?",
             (owner, seq, limit),
         ).fetchall()
