@@ -146,7 +146,7 @@ def _answer_json_when_asked(manager: StreamableHTTPSessionManager) -> None:
         return
 
     def admit_session(requestor: Any) -> StreamableHTTPServerTransport | None:
-        transport = admit(requestor)
+        transport: StreamableHTTPServerTransport | None = admit(requestor)
         if type(transport) is StreamableHTTPServerTransport:
             json_always = transport.__dict__.pop("is_json_response_enabled", False)
             transport.__class__ = _JSONWhenAsked
