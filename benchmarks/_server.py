@@ -195,38 +195,32 @@ def kernels(c: httpx.Client) -> list[dict[str, Any]]:
     return []
 
 
-def children_cpu_ticks(pid: int) -> dict[int, int]:
-    """utime+stime (clock ticks) of every direct child process of ``pid`` (Linux /proc)."""
-    ticks: dict[int, int] = {}
+def _process_table() -> dict[int, tuple[int, int]]:
+    """Every live process: pid -> (parent pid, utime+stime in clock ticks), from /proc."""
+    table: dict[int, tuple[int, int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rpartition(")")[2].split()
         except OSError:
             continue
         # after "(comm)": state ppid ... utime is field 14, stime 15 (1-based, whole line)
-        if int(fields[1]) == pid:
-            ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
-    return ticks
+        table[int(stat.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    return table
+
+
+def children_cpu_ticks(pid: int) -> dict[int, int]:
+    """utime+stime (clock ticks) of every direct child process of ``pid`` (Linux /proc)."""
+    return {child: t for child, (ppid, t) in _process_table().items() if ppid == pid}
 
 
 def descendants_cpu_ms(pid: int, exclude: tuple[int, ...] = ()) -> float:
     """CPU time used so far by the live descendants of ``pid`` (kernels forked from a
     template are its grandchildren), in ms; the subtrees of ``exclude`` are left out."""
-    parent: dict[int, int] = {}
-    ticks: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        child = int(stat.parent.name)
-        parent[child] = int(fields[1])
-        ticks[child] = int(fields[11]) + int(fields[12])
+    table = _process_table()
     total = 0
-    for child, t in ticks.items():
-        p = parent.get(child, 0)
+    for child, (p, t) in table.items():
         while p not in (0, 1, pid) and p not in exclude:
-            p = parent.get(p, 0)
+            p = table.get(p, (0, 0))[0]
         if p == pid and child not in exclude:
             total += t
     return total * 1000 / os.sysconf("SC_CLK_TCK")
