@@ -17,12 +17,14 @@ port); ``server`` and ``start_server`` then start servers whose kernels live on 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import (
+    LAUNCHED,
     EnterpriseGateway,
     RunningServer,
     ServerLauncher,
@@ -65,6 +67,34 @@ def pytest_configure(config: pytest.Config) -> None:
         "kernels(*where): run the test once per kernel location: 'local', 'gateway' (a real"
         " Jupyter Enterprise Gateway on loopback)",
     )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """Remember when the test body started (for the server logs of its report)."""
+    item.stash[_STARTED] = time.time()
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report ends with the last lines of every server log it wrote to.
+
+    CI shows only the report: without the server's side a hang reads as a bare ReadTimeout.
+    """
+    report = yield
+    started = item.stash.get(_STARTED, None)
+    if report.when == "call" and report.failed and started is not None:
+        for srv in LAUNCHED:
+            with contextlib.suppress(OSError):
+                if srv.log_path.stat().st_mtime >= started:
+                    report.sections.append((f"server log {srv.url} (tail)", srv.log_tail(80)))
+    return report
+
+
+_STARTED = pytest.StashKey[float]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

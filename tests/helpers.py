@@ -299,6 +299,10 @@ class RunningServer:
                 self.proc.wait(timeout=10)
 
 
+#: Every server :func:`launch` started in this run (a failing test's report shows their logs).
+LAUNCHED: list[RunningServer] = []
+
+
 class ServerLauncher(Protocol):
     """The ``launch_server`` / ``start_server`` fixtures: ``launch(**options) -> server``."""
 
@@ -391,6 +395,8 @@ def launch(
         config=config,
         gateway=gateway,
     )
+
+    LAUNCHED.append(server)
 
     def ready() -> bool:
         if proc.poll() is not None:

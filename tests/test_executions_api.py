@@ -239,6 +239,23 @@ def test_a_dying_kernel_fails_the_execution_and_the_next_one_starts_fresh(
     assert result_of(run(server, other, code="safe")) == "1"  # the bystander is untouched
 
 
+def test_a_dying_kernel_is_reported_even_when_jupyter_servers_restarter_sees_it_first(
+    start_server: ServerLauncher,
+) -> None:
+    # jupyter_server's restarter polls every kernel (every 3 s by default) and would restart a
+    # dead one on the same ports, behind the execution waiting for its reply; polling every
+    # 50 ms it sees the death before the execution does
+    server = start_server(extra_args=["--KernelRestarter.time_to_dead=0.05"])
+    cid = create_container(server, "exec")
+    run(server, cid, code="doomed = 1")
+    t0 = time.monotonic()
+    died = run(server, cid, code="import time, os; time.sleep(0.5); os._exit(1)", timeout=60)
+    assert time.monotonic() - t0 < 20, died
+    assert died["status"] == "failed" and died["outputs"][-1]["name"] == "KernelDiedError"
+    nxt = run(server, cid, code="'doomed' in globals()")
+    assert nxt["state_reset"] is True and result_of(nxt) == "False"
+
+
 @pytest.mark.kernels("local", "gateway")
 def test_huge_output_is_truncated_with_a_marker_and_kept_whole_in_a_file(
     server: RunningServer,

@@ -398,6 +398,15 @@ class KernelChannel:
             log.warning("kernel connection ended: %s", error)
             self._kernel_died()
 
+    def kernel_replaced(self) -> None:
+        """The kernel's process was replaced behind this session (its manager restarted it).
+
+        A request sent to the old process never gets a reply: every waiting request ends as
+        died now, and the session is unusable (interpreter state is gone).
+        """
+        if not self._closed:
+            self._kernel_died()
+
     def _kernel_died(self) -> None:
         self._died = self._lost = True
         for req in self._reqs.values():

@@ -64,18 +64,28 @@ class KernelManagerAdapter:
         return bool(await shutdown_orphan(kernel_id))
 
     def take_over(self, kernel_id: str, on_restart: Callable[[], None]) -> None:
-        """Make the kernel a container's: we track its activity, and hear of its restarts.
+        """Make the kernel a container's: we track its activity, death, and any restart.
 
         jupyter_server decodes every IOPub message of every kernel a second time to track
         activity for its culler; the service owns these kernels' lifetimes and keeps their
         ``execution_state``/``last_activity`` current itself (:meth:`mark_activity`).
+        Its restarter would restart a dead kernel on the same ports behind an execution that
+        waits for the dead one's reply, and start a process the container's confinement does
+        not hold: the service notices the death and replaces the kernel itself, so the
+        restarter is stopped. ``on_restart`` still hears of any restart that happens anyway.
         """
         stop_watching = getattr(self.km, "stop_watching_activity", None)
         if callable(stop_watching):
             with contextlib.suppress(Exception):
                 stop_watching(kernel_id)
         with contextlib.suppress(KeyError):
-            add_callback = getattr(self.km.get_kernel(kernel_id), "add_restart_callback", None)
+            kernel = self.km.get_kernel(kernel_id)
+            stop_restarter = getattr(kernel, "stop_restarter", None)
+            if callable(stop_restarter):
+                with contextlib.suppress(Exception):
+                    kernel.autorestart = False  # type: ignore[attr-defined]
+                    stop_restarter()
+            add_callback = getattr(kernel, "add_restart_callback", None)
             if callable(add_callback):
                 add_callback(on_restart, "restart")
 

@@ -307,6 +307,7 @@ class ContainerKernels:
 
         def on_restart() -> None:
             live.restarted = True
+            session.kernel_replaced()  # a running execution ends as died, not at its deadline
 
         self.manager.take_over(pooled.kernel_id, on_restart)
         if container_id is not None:
