@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -178,12 +179,20 @@ def part_c(servers: dict[str, b.Server], burst: int, via: str) -> None:
     for name, srv in servers.items():
         with srv.client(timeout=300) as c:
             b.wait_pool_full(srv, c, 2, set())
+        cpu0 = (b.cpu_ms(srv.proc.pid), b.descendants_cpu_ms(srv.proc.pid), b.cpu_ms(os.getpid()))
         out = _burst_mcp(srv, name, burst) if via == "mcp" else _burst_rest(srv, name, burst)
+        cpu1 = (b.cpu_ms(srv.proc.pid), b.descendants_cpu_ms(srv.proc.pid), b.cpu_ms(os.getpid()))
         res[name] = [x for x in out if x is not None]
         errors = burst - len(res[name])
         print(
             f"    {name:<7} p50 {b.pct(res[name], 0.5):8.0f} ms  p99 {b.pct(res[name], 0.99):8.0f}"
             f" ms  errors {errors}; {b.load()}"
+        )
+        spent = [(after - before) / burst for before, after in zip(cpu0, cpu1, strict=True)]
+        server, kernels, client = spent
+        print(
+            f"    {name:<7} CPU ms per session: server {server:.0f}, its kernels and fork"
+            f" server {kernels:.0f}, this benchmark's clients {client:.0f}"
         )
         with srv.client(timeout=300) as c:
             while True:

@@ -6,6 +6,9 @@ eras of the in-process transport, the default session, and a refused discovery p
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from helpers import RunningServer, tool_text
 from mcp import Client
@@ -46,3 +49,49 @@ async def test_a_server_that_requires_sessions_makes_auto_clients_use_the_handsh
             no_session = await client.call_tool("execute_python_code", {"code": "1"})
     assert {t.name for t in tools.tools} == {"execute_python_code", "execute_shell_commands"}
     assert no_session.is_error and "no MCP session" in tool_text(no_session)
+
+
+_TRACED = """
+import asyncio, sys
+from opentelemetry import trace
+from mcp import Client
+from jupyter_exec_sessions.mcp_server import create_mcp_server
+
+names = []
+
+class Tracer(trace.NoOpTracer):
+    def start_span(self, name, *args, **kwargs):
+        names.append(name)
+        return super().start_span(name, *args, **kwargs)
+
+class Provider(trace.NoOpTracerProvider):
+    def get_tracer(self, *args, **kwargs):
+        return Tracer()
+
+if sys.argv[1] == "traced":
+    trace.set_tracer_provider(Provider())
+
+server = create_mcp_server(lambda _owner: None)
+
+async def main():
+    async with Client(server, mode="legacy") as client:
+        await client.list_tools()
+
+asyncio.run(main())
+print(sorted(type(m).__name__ for m in server.middleware))
+print(sorted(set(names)))
+"""
+
+
+@pytest.mark.parametrize("tracing", ["traced", "untraced"])
+def test_mcp_messages_are_traced_only_when_a_tracer_provider_is_set_up(tracing: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", _TRACED, tracing], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    middleware, spans = out.stdout.strip().splitlines()[-2:]
+    if tracing == "traced":
+        assert "'tools/list'" in spans and "'initialize'" in spans, spans
+    else:  # the SDK's span middleware is gone, the others stay
+        assert "OpenTelemetryMiddleware" not in middleware, middleware
+        assert "RequestStateBoundary" in middleware, middleware

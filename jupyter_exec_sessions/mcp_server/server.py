@@ -45,6 +45,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, DiscoverResult, ToolAnnotations
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from opentelemetry import trace
 from pydantic import Field
 
 from .. import errors
@@ -399,7 +400,18 @@ def _quiet_mcp_server(name: str, version: str) -> MCPServer[Any]:
     sdk = logging.getLogger("mcp")
     if sdk.level == logging.NOTSET:
         sdk.setLevel(logging.WARNING)
+    if not _tracing_configured():
+        # the SDK wraps every message in an OpenTelemetry span, a no-op without a tracer
+        # provider that still costs each call its context switches: kept only when tracing
+        server.middleware[:] = [
+            m for m in server.middleware if type(m).__name__ != "OpenTelemetryMiddleware"
+        ]
     return server
+
+
+def _tracing_configured() -> bool:
+    """Whether an OpenTelemetry tracer provider was set up before the server was built."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 # --------------------------------------------------------------------------- stdio
