@@ -77,6 +77,8 @@ def test_the_unmodified_package_keeps_every_contract(tmp_path: Path) -> None:
         ("forkserver.server", "from jupyter_exec_sessions import errors", "Forked kernel start"),
         ("forkserver.provisioner", "import tornado.web", "Forked kernel start"),
         ("service.pool", "import jupyter_exec_sessions.forkserver", "kernel manager"),
+        # the kernel spec writer both provisioners share stays a leaf
+        ("_kernelspecs", "from jupyter_exec_sessions import sandbox", "derived kernel spec"),
         # code that runs inside the kernel stands alone
         ("engine.kernel.shell", "from jupyter_exec_sessions import errors", "inside the kernel"),
     ],

@@ -8,12 +8,12 @@ spec's, so a kernel the provisioner has to launch instead is exactly the configu
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._kernelspecs import write_derived_kernelspec
 from .provisioner import PROVISIONER_NAME, fork_argv
 
 __all__ = ["can_fork_spec", "write_kernelspec"]
@@ -41,27 +41,20 @@ def write_kernelspec(
     ``preload``: Python source the template runs once before it forks any kernel (e.g. to
     install modules every kernel would otherwise compile); kept beside the spec.
     """
-    base = kernel_spec_manager.get_kernel_spec(base_name)
     name = f"exec-sessions-fork-{base_name}"
-    spec_dir = dest / name
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    metadata = dict(base.metadata or {})
     config: dict[str, Any] = {}
-    if preload:
-        preload_file = spec_dir / "preload.py"
+    if preload:  # the template reads it from beside the spec
+        preload_file = dest / name / "preload.py"
+        preload_file.parent.mkdir(parents=True, exist_ok=True)
         preload_file.write_text(preload)
         config["preload"] = str(preload_file)
-    metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": config}
-    spec = {
-        "argv": list(base.argv),
-        "display_name": f"{base.display_name} (exec-sessions fork)",
-        "language": base.language,
-        "interrupt_mode": base.interrupt_mode,
-        "env": dict(base.env or {}),
-        "metadata": metadata,
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    dirs = list(kernel_spec_manager.kernel_dirs)
-    if str(dest) not in dirs:
-        kernel_spec_manager.kernel_dirs = [*dirs, str(dest)]
+    write_derived_kernelspec(
+        kernel_spec_manager,
+        base_name,
+        dest,
+        name=name,
+        label="exec-sessions fork",
+        provisioner=PROVISIONER_NAME,
+        config=config,
+    )
     return name

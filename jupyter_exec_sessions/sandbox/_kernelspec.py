@@ -9,9 +9,10 @@ signal has to cross the sandbox boundary).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from .._kernelspecs import write_derived_kernelspec
 
 __all__ = ["PROVISIONER_NAME", "write_kernelspec"]
 
@@ -22,22 +23,15 @@ def write_kernelspec(
     kernel_spec_manager: Any, base_name: str, dest: Path, config: dict[str, Any]
 ) -> str:
     """Write the confined variant of ``base_name`` under ``dest``; register ``dest``; its name."""
-    base = kernel_spec_manager.get_kernel_spec(base_name)
     name = f"exec-sessions-sandbox-{base_name}"
-    spec_dir = dest / name
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    metadata = dict(base.metadata or {})
-    metadata["kernel_provisioner"] = {"provisioner_name": PROVISIONER_NAME, "config": config}
-    spec = {
-        "argv": list(base.argv),
-        "display_name": f"{base.display_name} (exec-sessions sandbox)",
-        "language": base.language,
-        "interrupt_mode": "message",
-        "env": dict(base.env or {}),
-        "metadata": metadata,
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec, indent=1))
-    dirs = list(kernel_spec_manager.kernel_dirs)
-    if str(dest) not in dirs:
-        kernel_spec_manager.kernel_dirs = [*dirs, str(dest)]
+    write_derived_kernelspec(
+        kernel_spec_manager,
+        base_name,
+        dest,
+        name=name,
+        label="exec-sessions sandbox",
+        provisioner=PROVISIONER_NAME,
+        config=config,
+        interrupt_mode="message",
+    )
     return name
