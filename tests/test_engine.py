@@ -308,6 +308,40 @@ async def test_an_interrupt_sent_before_the_kernel_began_the_cell_still_stops_it
     assert r.status == "cancelled" and not r.kernel_lost
 
 
+async def test_an_interrupt_the_kernel_ignored_is_sent_again_until_the_cell_stops(
+    session: KernelSession,
+) -> None:
+    # ipykernel reports a cell busy a moment before SIGINT can interrupt it; a signal landing
+    # in that moment is lost. This cell swallows the first one, as that moment would.
+    code = (
+        "import signal, time\n"
+        "seen = []\n"
+        "def swallow_first(*args):\n"
+        "    seen.append(1)\n"
+        "    if len(seen) > 1:\n"
+        "        raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGINT, swallow_first)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(100)"
+    )
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        session.run_python(
+            code,
+            execution_id=_eid(),
+            timeout_s=100,
+            max_output_length=LIMIT,
+            on_output=lambda *_: started.set(),
+        )
+    )
+    await asyncio.wait_for(started.wait(), 30)
+    await session.interrupt()
+    r = await asyncio.wait_for(task, 30)
+    assert r.status == "cancelled" and not r.kernel_lost
+    seen = (await py(session, "len(seen)")).outputs[-1]
+    assert isinstance(seen, ResultOutput) and seen.data["text/plain"] == "2"
+
+
 async def test_an_execution_id_that_is_not_a_plain_name_is_rejected(
     session: KernelSession,
 ) -> None:

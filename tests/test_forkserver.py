@@ -83,6 +83,8 @@ PROBE = textwrap.dedent(
                           o is helper.__dict__
                           for o in __import__("gc").get_objects()),
                       "helper_workdir": helper._state["workdir"],
+                      "connection": json.loads(
+                          __import__("ipykernel").get_connection_info()),
                       "parent": open(f"/proc/{os.getppid()}/cmdline").read()}))
     """
 )
@@ -125,6 +127,12 @@ def test_two_forked_containers_share_no_python_state_and_draw_different_random_n
         }
         assert template_sock not in links
     assert "kernels from exec-sessions-fork-python3" in server.log()
+    # each listens on its own unix sockets in the server's runtime dir: no TCP port to race for
+    runtime = str(server.root_dir.parent / "runtime")
+    for probe in (pa, pb):
+        assert probe["connection"]["transport"] == "ipc"
+        assert probe["connection"]["ip"].startswith(runtime + "/kernel-")
+    assert pa["connection"]["ip"] != pb["connection"]["ip"]
 
 
 def test_deleting_a_forked_container_ends_its_kernel_and_stopping_the_server_ends_the_template(

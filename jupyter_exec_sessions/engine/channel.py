@@ -60,6 +60,10 @@ _GET_PAYLOAD = (
 #: One-line silent executes; they leave no name in the user namespace.
 SETUP_CODE = f'(lambda A: __import__("builtins").exec(A["boot"], {{"A": A}}))({_GET_PAYLOAD})'
 _CALL_CODE = f'__import__("sys").modules[{MODULE_NAME!r}].call()'
+#: an interrupted cell still running after this long gets the interrupt again (at most
+#: ``MAX_REINTERRUPTS`` times: code that catches KeyboardInterrupt is not flooded)
+REINTERRUPT_S = 0.5
+MAX_REINTERRUPTS = 3
 
 
 def preload_source() -> str:
@@ -128,6 +132,9 @@ class Req:
     #: the kernel has begun this request (its ``busy`` status came): a signal now reaches it
     busy: bool = False
     on_busy: asyncio.Future[None] | None = None  # set while an interrupt waits for ``busy``
+    #: when the last interrupt was sent for this request, and how many were sent again
+    interrupted_at: float | None = None
+    reinterrupts: int = 0
 
 
 @dataclass
@@ -281,6 +288,18 @@ class KernelChannel:
                     deadline = now + self.interrupt_grace_s
                     if on_timeout is not None:
                         on_timeout()
+                    await self._interrupt_kernel()
+                    req.interrupted_at = time.monotonic()
+                    continue
+                if (
+                    req.interrupted_at is not None
+                    and now - req.interrupted_at >= REINTERRUPT_S
+                    and req.reinterrupts < MAX_REINTERRUPTS
+                ):
+                    # ipykernel publishes ``busy`` a moment before it lets SIGINT interrupt
+                    # the cell: a signal that landed in between was ignored. Send it again.
+                    req.reinterrupts += 1
+                    req.interrupted_at = now
                     await self._interrupt_kernel()
                     continue
                 if self._died or now >= next_alive:

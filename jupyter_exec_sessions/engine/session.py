@@ -20,6 +20,7 @@ import base64
 import logging
 import posixpath
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -229,6 +230,9 @@ class KernelSession(KernelChannel):
             self._interrupted = True
             await self._until_started(self.interrupt_grace_s)
         await self._interrupt_kernel()
+        req = self._user_req
+        if req is not None:  # the running execution sends it again if the cell goes on
+            req.interrupted_at = time.monotonic()
 
     # ------------------------------------------------------------------ python
     async def run_python(

@@ -10,6 +10,12 @@ jupyter_server and the pool connect next find it bound: no reconnect delay, no p
 command that is not ``<the template's python> -m ipykernel_launcher``, any failure of the
 template, or a child that dies before it is ready falls back to a normal launch (logged once per
 reason).
+
+Its kernels (forked or launched) listen on ``ipc`` sockets beside their connection file in the
+server's runtime directory instead of loopback TCP ports: no port chosen for one kernel can be
+taken by another process before the kernel binds it (many kernels starting at once made that
+race real), and only the server's OS user can reach the sockets. A runtime directory whose path
+is too long for a unix socket keeps TCP.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from .server import ForkServer, fork_server, template_supported
 __all__ = ["PROVISIONER_NAME", "ForkProvisioner", "fork_argv"]
 
 PROVISIONER_NAME = "exec-sessions-fork"
+#: a unix socket path holds at most 107 bytes: the prefix, "-", the socket's number
+MAX_IPC_PREFIX = 100
 
 _warned: set[str] = set()
 
@@ -45,6 +53,16 @@ class ForkProvisioner(LocalProvisioner):
     preload = Unicode(
         "", config=True, help="Python file the template runs once before forking (optional)."
     )
+
+    async def pre_launch(self, **kwargs: Any) -> dict[str, Any]:
+        """Put the kernel's sockets on ``ipc`` beside its connection file, then prepare."""
+        km = self.parent
+        if km is not None and km.transport == "tcp" and km.connection_file:
+            prefix = os.path.splitext(km.connection_file)[0] + "-ipc"
+            if len(prefix.encode()) <= MAX_IPC_PREFIX:
+                km.transport = "ipc"
+                km.ip = prefix
+        return await super().pre_launch(**kwargs)
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         """Fork a kernel for this connection; on any failure launch it as usual."""
