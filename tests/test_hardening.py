@@ -562,3 +562,33 @@ def test_a_directory_of_10001_files_keeps_every_uploaded_id(server: RunningServe
         assert len(ids) == len(set(ids)) >= 10_000
     finally:
         http.delete(f"containers/{cid}")
+
+
+_FIRST_START_FAILS = """
+import os, sys
+if not os.path.exists(sys.argv[2]):  # the first start dies, as one whose port was taken would
+    open(sys.argv[2], "w").close()
+    sys.exit(1)
+os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", "-f", sys.argv[1]])
+"""
+
+
+def test_a_kernel_that_dies_while_starting_is_started_again_before_a_create_fails(
+    start_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    spec = tmp_path / "jdata" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    marker = tmp_path / "first-start-happened"
+    argv = [sys.executable, "-c", _FIRST_START_FAILS, "{connection_file}", str(marker)]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "flaky", "language": "python"})
+    )
+    server = start_server(tmp=tmp_path, kernel_name="flaky", pool_size=0)
+    with server.http() as http:
+        created = http.post("containers", json={"name": "after-a-failed-start"})
+        assert created.status_code == 200, created.text
+        cid = created.json()["id"]
+        ran = http.post(f"containers/{cid}/executions", json={"code": "1+1"})
+    assert ran.status_code == 200 and ran.json()["status"] == "completed", ran.text
+    assert marker.exists()  # the first start really failed
+    assert "starting another kernel" in server.log()

@@ -171,9 +171,10 @@ class KernelPool(Generic[T]):
         """Start (cold, through the start limit) and prepare a kernel for an existing directory."""
         if not self._started:
             self.start()
-        assert self._sem is not None
-        async with self._sem:
-            return await self._start_one(workdir)
+        item = await self._start_with_retry(workdir)
+        if item is None:
+            raise KernelError("The server is stopping.")
+        return item
 
     @contextlib.asynccontextmanager
     async def borrow(self) -> AsyncIterator[T]:
@@ -221,12 +222,10 @@ class KernelPool(Generic[T]):
             task.add_done_callback(self._starts.discard)
 
     async def _start_task(self) -> None:
-        assert self._sem is not None
         try:
-            async with self._sem:
-                if self._closing:
-                    return
-                item = await self._start_one()
+            item = await self._start_with_retry()
+            if item is None:
+                return
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -246,6 +245,27 @@ class KernelPool(Generic[T]):
             await self._dispose(item)
             return
         self._deliver(item)
+
+    async def _start_with_retry(self, workdir: str | None = None) -> PooledKernel[T] | None:
+        """Start one kernel; a start that fails is tried once more before anyone hears of it.
+
+        A kernel can die while starting for reasons of the moment (a TCP port taken between
+        being picked and bound, memory pressure): a waiting create should not fail for that.
+        A kernel spec that cannot start at all fails twice, and the caller reports it.
+        ``None`` when the pool closed meanwhile.
+        """
+        assert self._sem is not None
+        for attempt in (1, 2):
+            async with self._sem:
+                if self._closing:
+                    return None
+                try:
+                    return await self._start_one(workdir)
+                except KernelError as e:
+                    if attempt == 2 or self._closing:
+                        raise
+                    self.log.warning("exec-sessions: %s; starting another kernel", e)
+        return None  # pragma: no cover - the loop returns or raises
 
     def _deliver(self, item: PooledKernel[T]) -> None:
         while self._waiters:
