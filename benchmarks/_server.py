@@ -448,3 +448,21 @@ class KernelWebsocket:
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+
+
+async def mcp_first_call(srv: Server) -> float:
+    """Open a new MCP session, call ``execute_python_code("1+1")``: ms to the first result."""
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    t0 = time.perf_counter()
+    async with (
+        httpx.AsyncClient(headers=srv.headers, timeout=600) as http,
+        Client(streamable_http_client(f"{srv.url}exec-sessions/mcp", http_client=http)) as mcp,
+    ):
+        result = await mcp.call_tool("execute_python_code", {"code": "1+1"})
+        elapsed = (time.perf_counter() - t0) * 1000
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        if result.is_error or "2" not in text:
+            raise RuntimeError(f"unexpected result: {text[:200]}")
+    return elapsed

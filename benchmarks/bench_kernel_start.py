@@ -35,8 +35,6 @@ from typing import Any
 
 import _server as b
 import httpx2 as httpx
-from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
 
 PID = "import os; print(os.getpid(), os.getppid())"
 
@@ -126,25 +124,10 @@ def part_b(servers: dict[str, b.Server], live: int) -> None:
     print("    goal: <= 20 MiB per container")
 
 
-async def _mcp_first_call(srv: b.Server) -> float:
-    """Open a new MCP session, call ``execute_python_code("1+1")``: ms to the first result."""
-    t0 = time.perf_counter()
-    async with (
-        httpx.AsyncClient(headers=srv.headers, timeout=600) as http,
-        Client(streamable_http_client(f"{srv.url}exec-sessions/mcp", http_client=http)) as mcp,
-    ):
-        result = await mcp.call_tool("execute_python_code", {"code": "1+1"})
-        elapsed = (time.perf_counter() - t0) * 1000
-        text = " ".join(getattr(c, "text", "") for c in result.content)
-        if result.is_error or "2" not in text:
-            raise RuntimeError(f"unexpected result: {text[:200]}")
-    return elapsed
-
-
 def _burst_mcp(srv: b.Server, name: str, burst: int) -> list[float | None]:
     async def one() -> float | None:
         try:
-            return await _mcp_first_call(srv)
+            return await b.mcp_first_call(srv)
         except Exception as e:
             print(f"    {name}: error {e!r}")
             return None

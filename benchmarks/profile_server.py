@@ -6,7 +6,8 @@ prints the functions with the most samples (inclusive and leaf) and the server C
 
 Workloads: ``exec`` (REST ``1+1`` loop on one container), ``mcp`` (MCP ``execute_python_code``
 ``1+1`` loop over streamable HTTP with the official client, in its session's container),
-``create`` (create → ``1+1`` → delete, pool settled before each), ``stream`` (streamed cell
+``create`` (create → ``1+1`` → delete, pool settled before each), ``burst`` (64 new MCP
+sessions at once, each calling ``1+1`` once, on the default pool; repeated), ``stream`` (streamed cell
 printing every 20 ms), ``throughput`` (8 concurrent loops on 8 containers). ``--idle-containers
 N`` creates N idle containers first. Prints the server's CPU per request (/proc).
 
@@ -74,6 +75,22 @@ def _mcp_loop(srv: b.Server, seconds: float) -> int:
     return asyncio.run(run())
 
 
+def _burst_loop(srv: b.Server, c: httpx.Client, seconds: float, mine: set[str]) -> int:
+    """Bursts of 64 new MCP sessions (first call each) until ``seconds`` are spent."""
+    end = time.monotonic() + seconds
+    n = 0
+    cpu0 = b.cpu_ms(srv.proc.pid)
+
+    async def burst() -> None:
+        await asyncio.gather(*(b.mcp_first_call(srv) for _ in range(64)))
+
+    while time.monotonic() < end:
+        asyncio.run(burst())
+        n += 64
+    _print_cpu(srv, cpu0, n)
+    return n
+
+
 def _workload(name: str, srv: b.Server, c: httpx.Client, seconds: float, idle: int = 0) -> int:
     """Run the workload for ``seconds``; the number of requests done."""
     b.wait_pool_full(srv, c, 2, set(), at_least=True)
@@ -86,6 +103,8 @@ def _workload(name: str, srv: b.Server, c: httpx.Client, seconds: float, idle: i
     b.wait_pool_full(srv, c, 2, mine, at_least=True)
     if name == "mcp":
         return _mcp_loop(srv, seconds)
+    if name == "burst":
+        return _burst_loop(srv, c, seconds, mine)
     for _ in range(10):
         b.execute(c, con["id"], "1+1")
     c.delete("bench-probe")  # reset the probe's timers, if loaded
@@ -192,7 +211,9 @@ def probe_report(stats: dict[str, list[float]], requests: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
-        "--workload", default="exec", choices=["exec", "mcp", "create", "stream", "throughput"]
+        "--workload",
+        default="exec",
+        choices=["exec", "mcp", "create", "burst", "stream", "throughput"],
     )
     ap.add_argument("--idle-containers", type=int, default=0, help="idle containers around")
     ap.add_argument("--seconds", type=float, default=10)
@@ -202,7 +223,7 @@ def main() -> None:
     ap.add_argument("--probe", action="store_true", help="per-layer wall-clock timers instead")
     args = ap.parse_args()
     b.header(f"profile_server: {args.workload}")
-    limit = args.idle_containers + 20
+    limit = args.idle_containers + (100 if args.workload == "burst" else 20)
     limits = {"max_containers_per_user": limit, "max_containers": limit}
     if args.probe:
         here = str(Path(__file__).resolve().parent)

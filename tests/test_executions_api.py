@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx2 as httpx
@@ -254,6 +255,37 @@ def test_a_dying_kernel_is_reported_even_when_jupyter_servers_restarter_sees_it_
     assert died["status"] == "failed" and died["outputs"][-1]["name"] == "KernelDiedError"
     nxt = run(server, cid, code="'doomed' in globals()")
     assert nxt["state_reset"] is True and result_of(nxt) == "False"
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Pids of the processes whose command line contains ``text``."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if text.encode() in cmdline.read_bytes():
+                pids.append(int(cmdline.parent.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_deleted_containers_kernel_is_not_restarted_behind_its_back(
+    start_server: ServerLauncher,
+) -> None:
+    # jupyter_server's restarter (here polling every 50 ms) would see the kernel of a deleted
+    # container dead and start it again: a process no container and no kernel list knows.
+    # Launched kernels name their connection file (and so their id) on their command line.
+    server = start_server(kernel_start="launch", extra_args=["--KernelRestarter.time_to_dead=0.05"])
+    cid = create_container(server, "doomed")
+    run(server, cid, code="1")
+    kernel_id = exec_info(server, cid)["kernel_id"]
+    assert _processes_naming(kernel_id)
+    r = httpx.delete(f"{server.api_base}/containers/{cid}", headers=server.headers, timeout=60)
+    assert r.status_code == 200, r.text
+    wait_until(lambda: not _processes_naming(kernel_id), 30, "the kernel to exit")
+    time.sleep(1.0)  # an observation window: 20 of the restarter's polls
+    assert _processes_naming(kernel_id) == []
+    assert "restarting kernel" not in server.log()
 
 
 @pytest.mark.kernels("local", "gateway")

@@ -83,8 +83,11 @@ class KernelManagerAdapter:
             stop_restarter = getattr(kernel, "stop_restarter", None)
             if callable(stop_restarter):
                 with contextlib.suppress(Exception):
-                    kernel.autorestart = False  # type: ignore[attr-defined]
+                    # in this order: jupyter_client stops a restarter only while autorestart
+                    # is on (the other order left it running, and it restarted the kernel
+                    # once the container was deleted: a process nobody tracked)
                     stop_restarter()
+                    kernel.autorestart = False  # type: ignore[attr-defined]
             add_callback = getattr(kernel, "add_restart_callback", None)
             if callable(add_callback):
                 add_callback(on_restart, "restart")
