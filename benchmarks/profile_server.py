@@ -7,9 +7,9 @@ prints the functions with the most samples (inclusive and leaf) and the server C
 Workloads: ``exec`` (REST ``1+1`` loop on one container), ``mcp`` (MCP ``execute_python_code``
 ``1+1`` loop over streamable HTTP with the official client, in its session's container),
 ``create`` (create → ``1+1`` → delete, pool settled before each), ``burst`` (64 new MCP
-sessions at once, each calling ``1+1`` once, on the default pool; repeated), ``stream`` (streamed cell
-printing every 20 ms), ``throughput`` (8 concurrent loops on 8 containers). ``--idle-containers
-N`` creates N idle containers first. Prints the server's CPU per request (/proc).
+sessions at once, each calling ``1+1`` once, on the default pool; repeated), ``stream``
+(streamed cell printing every 20 ms), ``throughput`` (8 concurrent loops on 8 containers).
+``--idle-containers N`` creates N idle containers first. Prints the server's CPU per request (/proc).
 
 With ``--probe`` it does not sample: it loads ``_probe.py`` (a server extension that wraps the
 handler, service, engine, pool, event bus and SQLite store methods with wall-clock timers) and
