@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import threading
 import time
@@ -174,6 +175,23 @@ def test_shell_keeps_cwd_env_and_variables_and_reports_each_exit_code(
     assert run(server, cid, code="import os; os.environ.get('GREETING')")["status"] == "completed"
 
 
+def test_a_kernels_shell_state_is_removed_with_the_kernel(server: RunningServer) -> None:
+    # an unconfined local kernel keeps its shell's state in the server's data dir (a sandboxed
+    # kernel's private temp dir goes with the sandbox): nothing piles up in the system's /tmp
+    cid = create_container(server, "shell-state")
+    run(server, cid, type="shell", commands=["export KEPT=1"])
+    where = "__import__('sys').modules['_jupyter_exec_sessions_kernel']._state['shell_dir']"
+    state = Path(ast.literal_eval(result_of(run(server, cid, code=where))))
+    if server.config["sandbox"] == "bwrap":
+        assert str(state).startswith("/tmp/")  # the sandbox's own /tmp
+        return
+    assert state.parent == server.data_dir / "shells"
+    assert (state / "state.sh").is_file()
+    r = httpx.delete(f"{server.api_base}/containers/{cid}", headers=server.headers, timeout=60)
+    assert r.status_code == 200, r.text
+    wait_until(lambda: not state.exists(), 30, "the shell state to be removed")
+
+
 @pytest.mark.kernels("local", "gateway")
 def test_a_shell_command_that_times_out_is_killed_and_the_shell_stays_usable(
     server: RunningServer,
@@ -274,8 +292,13 @@ def test_a_deleted_containers_kernel_is_not_restarted_behind_its_back(
 ) -> None:
     # jupyter_server's restarter (here polling every 50 ms) would see the kernel of a deleted
     # container dead and start it again: a process no container and no kernel list knows.
-    # Launched kernels name their connection file (and so their id) on their command line.
-    server = start_server(kernel_start="launch", extra_args=["--KernelRestarter.time_to_dead=0.05"])
+    # Unconfined launched kernels name their connection file (and so their id) on their
+    # command line; the restarter is jupyter_server's, the same whatever the sandbox.
+    server = start_server(
+        sandbox="none",
+        kernel_start="launch",
+        extra_args=["--KernelRestarter.time_to_dead=0.05"],
+    )
     cid = create_container(server, "doomed")
     run(server, cid, code="1")
     kernel_id = exec_info(server, cid)["kernel_id"]

@@ -154,10 +154,18 @@ class KernelChannel:
     """
 
     def __init__(
-        self, kernel: Any, workdir: str, *, interrupt_grace_s: float, alive_poll_s: float
+        self,
+        kernel: Any,
+        workdir: str,
+        *,
+        interrupt_grace_s: float,
+        alive_poll_s: float,
+        shell_dir: str | None = None,
     ) -> None:
         self.kernel = kernel
         self.workdir = workdir
+        #: where the kernel keeps its shell's state (None: a temp dir of the kernel's own)
+        self.shell_dir = shell_dir
         self.interrupt_grace_s = interrupt_grace_s
         self.alive_poll_s = alive_poll_s
         self._client: Any = None
@@ -504,6 +512,7 @@ class KernelChannel:
             "modules": _MODULES,
             "hash": _HASH,
             "workdir": self.workdir,
+            "shell_dir": self.shell_dir,
             "publish": publish,
             "drop": drop,
         }

@@ -148,11 +148,16 @@ class KernelSession(KernelChannel):
         *,
         interrupt_grace_s: float = 3.0,
         alive_poll_s: float = 0.25,
+        shell_dir: str | None = None,
     ) -> None:
         if not posixpath.isabs(workdir):
             raise ValueError(f"workdir must be an absolute path, got {workdir!r}")
         super().__init__(
-            kernel, workdir, interrupt_grace_s=interrupt_grace_s, alive_poll_s=alive_poll_s
+            kernel,
+            workdir,
+            interrupt_grace_s=interrupt_grace_s,
+            alive_poll_s=alive_poll_s,
+            shell_dir=shell_dir,
         )
         self._lock = asyncio.Lock()
         #: Asked, when the kernel died, for the reason (e.g. "memory limit 1g exceeded").

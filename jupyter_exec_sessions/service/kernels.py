@@ -96,6 +96,11 @@ class ContainerKernels:
         #: directory per server (its id is kept in the data dir), so that servers sharing a
         #: gateway never sweep each other's containers
         self.workdir_root = str(self.containers_dir)
+        #: each local unconfined kernel's shell state, removed with the kernel (a sandboxed
+        #: kernel's temp dir is private and goes with it; a remote kernel's is on its side)
+        self.shells_dir: Path | None = None
+        if not self.remote and not confinement.binds_workdir:
+            self.shells_dir = config.data_dir / "shells"
         if self.remote:
             root, sid = config.remote_workdir_root, server_id(config.data_dir)
             self.workdir_root = posixpath.join(root, sid)
@@ -140,6 +145,8 @@ class ContainerKernels:
             for entry in self.containers_dir.iterdir():
                 if entry.name.startswith("cntr_") and self.store.get_container(entry.name) is None:
                     await asyncio.to_thread(shutil.rmtree, entry, True)
+            if self.shells_dir is not None:  # every kernel that used them is gone
+                await asyncio.to_thread(shutil.rmtree, self.shells_dir, True)
         await self.confinement.start()
         self.pool.start()
 
@@ -168,9 +175,13 @@ class ContainerKernels:
         return None
 
     # ------------------------------------------------------------------ pool hooks
-    async def _prepare_kernel(self, kernel_id: str, workdir: str) -> KernelSession:
+    async def _prepare_kernel(self, kernel_id: str, workdir: str, wanted: bool) -> KernelSession:
         # A pool kernel is prepared as the container it will become: its id and directory are
         # chosen before it starts, so handing it out needs no set-up round trip to the kernel.
+        # One that a create is ``wanted`` by (the pool was empty) is handed over as soon as it
+        # answers: its set-up is sent but not waited for (the create's first execution queues
+        # behind it in the kernel, a set-up failure is raised there), and it gets no warm-up
+        # cell (the first execution costs that much more instead of waiting for it).
         self._made.add(posixpath.basename(workdir))
         session = KernelSession(
             self.manager.get(kernel_id),
@@ -179,12 +190,15 @@ class ContainerKernels:
             # a remote kernel's death is pushed to its session (engine.channel); polling the
             # gateway is only the fallback and costs a REST call each time
             alive_poll_s=2.0 if self.remote else 0.25,
+            shell_dir=None if self.shells_dir is None else str(self.shells_dir / kernel_id),
         )
         confinement = self.confinement
         session.death_reason = lambda: confinement.death_reason(kernel_id)
         self.store.add_kernel(kernel_id)
-        await session.start()
-        await session.warm_up()
+        hurry = wanted and not self.remote  # a gateway's kernels: set up as they always were
+        await session.start(wait_setup=not hurry)
+        if not hurry:
+            await session.warm_up()
         if self.remote and not self._swept:
             self._swept = True
             await self._sweep_remote(session)
@@ -234,6 +248,13 @@ class ContainerKernels:
         kernel_id = getattr(session.kernel, "kernel_id", None)
         if kernel_id:
             self.store.remove_kernel(kernel_id)
+            self._remove_shell_dir(kernel_id)
+
+    def _remove_shell_dir(self, kernel_id: str) -> None:
+        """Remove a (local, unconfined) kernel's shell state directory, in the background."""
+        if self.shells_dir is not None:
+            path = self.shells_dir / kernel_id
+            self.background.spawn(asyncio.to_thread(shutil.rmtree, path, True))
 
     def _remove_unclaimed(self, workdir: str) -> None:
         """Remove a (local) pool kernel's directory that never became a container's."""
@@ -265,6 +286,7 @@ class ContainerKernels:
         await self.manager.shutdown(live.kernel_id)
         self.kernel_owners.pop(live.kernel_id, None)
         self.store.remove_kernel(live.kernel_id)
+        self._remove_shell_dir(live.kernel_id)
 
     # ------------------------------------------------------------------ attach
     async def attach(

@@ -10,7 +10,9 @@ follows demand:
   toward ``size`` and kernels beyond it are shut down;
 - every kernel start — for the pool or for a caller waiting on an empty pool — passes one
   semaphore of ``max_starts`` (the machine's CPUs): more starts at once only make each slower;
-- a caller on an empty pool gets the first kernel that becomes ready, whoever started it.
+- a caller on an empty pool gets the first kernel that becomes ready, whoever started it;
+  ``prepare`` is told whether someone is waiting for the kernel it prepares (a caller on an
+  empty pool, or :meth:`KernelPool.start_for`), so that it can hand it over sooner.
 
 Refills start ``refill_delay`` seconds after a take, not at once: a start costs the server's
 event loop several ms and a core for a while, which a just-created container's first execution
@@ -60,7 +62,7 @@ class KernelPool(Generic[T]):
         kernel_name: str,
         new_workdir: Callable[[], str],
         start_kwargs: Callable[[str], dict[str, Any]],
-        prepare: Callable[[str, str], Awaitable[T]],
+        prepare: Callable[[str, str, bool], Awaitable[T]],
         discard: Callable[[T, str], Awaitable[None]],
         log: logging.Logger | None = None,
         refill_delay: float = 0.5,
@@ -276,6 +278,7 @@ class KernelPool(Generic[T]):
         self._ready.append(item)
 
     async def _start_one(self, workdir: str | None = None) -> PooledKernel[T]:
+        for_caller = workdir is not None  # start_for: its caller waits for this very kernel
         workdir = workdir or self._new_workdir()
         try:
             kernel_id = await self.kernels.start(self.kernel_name, **self._start_kwargs(workdir))
@@ -283,7 +286,7 @@ class KernelPool(Generic[T]):
             raise KernelError(f"Could not start a kernel: {e}") from e
         self._starting.add(kernel_id)
         try:
-            prepared = await self._prepare(kernel_id, workdir)
+            prepared = await self._prepare(kernel_id, workdir, for_caller or bool(self._waiters))
         except BaseException as e:
             await self.kernels.shutdown(kernel_id)
             if isinstance(e, Exception):

@@ -62,12 +62,14 @@ def publish(mime: str, obj: Any) -> None:
     get_ipython().display_pub.publish({mime: obj}, metadata={})
 
 
-def setup(workdir: str, drop: str | None = None) -> dict[str, Any]:
-    """Create and enter the working directory; make the shell state dir (in the temp dir).
+def setup(workdir: str, drop: str | None = None, shell_dir: str | None = None) -> dict[str, Any]:
+    """Create and enter the working directory; make the shell state dir.
 
     A different workdir than the previous setup's (a pre-warmed pool kernel given to a
     container) starts a fresh shell state. ``drop``: a container directory beside the new
     workdir to remove (the one a pool kernel prepared and that no container claimed).
+    ``shell_dir``: where the shell state lives (the server removes it with the kernel); without
+    one, a new directory in the temp dir.
     """
     os.makedirs(workdir, exist_ok=True)
     os.chdir(workdir)
@@ -80,6 +82,9 @@ def setup(workdir: str, drop: str | None = None) -> dict[str, Any]:
             os.remove(state_file)
     _state["workdir"] = workdir
     _state["root"] = os.path.realpath(workdir)
+    if shell_dir:
+        os.makedirs(shell_dir, mode=0o700, exist_ok=True)
+        _state["shell_dir"] = shell_dir
     shell_dir = _state.get("shell_dir")
     if not shell_dir or not os.path.isdir(shell_dir):
         shell_dir = tempfile.mkdtemp(prefix="jupyter-exec-sessions-shell-")
@@ -293,7 +298,7 @@ if any(getattr(sys.modules.get(n), "SOURCE_HASH", None) != A["hash"] for n, _ in
         if _old is not None and isinstance(getattr(_old, "_state", None), dict):
             _m._state.update(_old._state)
         sys.modules[_name] = _m
-_r = _m.setup(A["workdir"], A.get("drop"))
+_r = _m.setup(A["workdir"], A.get("drop"), A.get("shell_dir"))
 if A.get("publish"):
     _m.publish(_m.RESULT_MIME, _r)
 """
