@@ -17,7 +17,6 @@ port); ``server`` and ``start_server`` then start servers whose kernels live on 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,13 +69,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
-    """Remember when the test body started (for the server logs of its report)."""
-    item.stash[_STARTED] = time.time()
-    return (yield)
-
-
-@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
@@ -85,16 +77,12 @@ def pytest_runtest_makereport(
     CI shows only the report: without the server's side a hang reads as a bare ReadTimeout.
     """
     report = yield
-    started = item.stash.get(_STARTED, None)
-    if report.when == "call" and report.failed and started is not None:
+    if report.when == "call" and report.failed:
         for srv in LAUNCHED:
             with contextlib.suppress(OSError):
-                if srv.log_path.stat().st_mtime >= started:
+                if srv.log_path.stat().st_mtime >= call.start:  # written during the test
                     report.sections.append((f"server log {srv.url} (tail)", srv.log_tail(80)))
     return report
-
-
-_STARTED = pytest.StashKey[float]()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
