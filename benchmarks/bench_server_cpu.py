@@ -12,6 +12,13 @@ It creates one container, runs 50 warm-up executions, then 3 rounds of 300 ``1+1
 keep-alive ``http.client`` connection, and prints per round the server process's CPU per
 execution (/proc utime+stime) and the p50 latency. Extra arguments go to the server
 (``--ExecSessionsApp.sandbox=none``).
+
+With ``--creates N`` (first, after the Python) it measures instead create → first ``1+1``
+result, N times (each container deleted after, 1 s apart), and prints p50 and p90; with
+``--ExecSessionsApp.pool_size=0`` every create starts a kernel (the "pool empty" case)::
+
+    python benchmarks/bench_server_cpu.py .venv/bin/python --creates 12 \
+        --ExecSessionsApp.pool_size=0
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 OFF = ["jupyterlab", "notebook_shim", "jupyter_lsp", "jupyter_server_terminals"]
 
@@ -41,8 +49,33 @@ def _cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
+def _creates(call: Any, n: int, python: str) -> None:
+    """Create → first ``1+1`` result, ``n`` times; print p50 and p90."""
+    latencies = []
+    for i in range(n + 1):
+        t = time.perf_counter()
+        status, body = call("POST", "/exec-sessions/v1/containers", {"name": f"c{i}"})
+        assert status == 200, body
+        cid = json.loads(body)["id"]
+        status, body = call(
+            "POST", f"/exec-sessions/v1/containers/{cid}/executions", {"code": "1+1"}
+        )
+        assert status == 200 and b'"2"' in body, body
+        if i:  # the first one also warms the server up
+            latencies.append((time.perf_counter() - t) * 1000)
+        assert call("DELETE", f"/exec-sessions/v1/containers/{cid}")[0] == 200
+        time.sleep(1)  # the kernel's shutdown is not part of the next create
+    latencies.sort()
+    p50, p90 = latencies[len(latencies) // 2], latencies[int(0.9 * (len(latencies) - 1))]
+    print(f"{python}: create -> first 1+1 p50 {p50:.1f} ms, p90 {p90:.1f} ms over {n}", end="")
+    print(f" (load {os.getloadavg()[0]:.2f})")
+
+
 def main() -> None:
     python, extra = os.path.abspath(sys.argv[1]), sys.argv[2:]  # the server runs elsewhere
+    creates = 0
+    if extra[:1] == ["--creates"]:
+        creates, extra = int(extra[1]), extra[2:]
     tmp = tempfile.mkdtemp(prefix="exec-sessions-cpu-")
     for d in ("root", "runtime", "config", "data", "jdata"):
         os.makedirs(f"{tmp}/{d}")
@@ -93,6 +126,9 @@ def main() -> None:
                 raise SystemExit(f"server did not start; see {tmp}/server.log")
             time.sleep(0.2)
         time.sleep(3)  # the pool fills
+        if creates:
+            _creates(call, creates, python)
+            return
         status, body = call("POST", "/exec-sessions/v1/containers", {"name": "cpu"})
         assert status == 200, body
         cid = json.loads(body)["id"]
