@@ -100,7 +100,11 @@ def main() -> None:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.jpserver_extensions={enabled!r}",
         f"--ExecSessionsApp.data_dir={tmp}/data",
-        "--ExecSessionsApp.pool_size=2",
+        *(
+            []
+            if any(a.startswith("--ExecSessionsApp.pool_size=") for a in extra)
+            else ["--ExecSessionsApp.pool_size=2"]
+        ),
         *extra,
     ]
     with open(f"{tmp}/server.log", "wb") as log:

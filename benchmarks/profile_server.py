@@ -9,7 +9,8 @@ Workloads: ``exec`` (REST ``1+1`` loop on one container), ``mcp`` (MCP ``execute
 ``create`` (create → ``1+1`` → delete, pool settled before each), ``burst`` (64 new MCP
 sessions at once, each calling ``1+1`` once, on the default pool; repeated), ``stream``
 (streamed cell printing every 20 ms), ``throughput`` (8 concurrent loops on 8 containers).
-``--idle-containers N`` creates N idle containers first. Prints the server's CPU per request (/proc).
+``--idle-containers N`` creates N idle containers first. Prints the server's CPU per request
+(/proc).
 
 With ``--probe`` it does not sample: it loads ``_probe.py`` (a server extension that wraps the
 handler, service, engine, pool, event bus and SQLite store methods with wall-clock timers) and
