@@ -342,6 +342,45 @@ async def test_an_interrupt_the_kernel_ignored_is_sent_again_until_the_cell_stop
     assert isinstance(seen, ResultOutput) and seen.data["text/plain"] == "2"
 
 
+async def test_a_cancelled_execution_whose_cell_lost_the_first_interrupt_is_still_stopped(
+    session: KernelSession,
+) -> None:
+    # a client that goes away cancels its execution: the cell is interrupted, and interrupted
+    # again while it runs on (it swallows the first signal, as a cell just beginning would)
+    code = (
+        "import signal, time\n"
+        "seen = []\n"
+        "def swallow_first(*args):\n"
+        "    seen.append(1)\n"
+        "    if len(seen) > 1:\n"
+        "        raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGINT, swallow_first)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(100)"
+    )
+    started = asyncio.Event()
+    task = asyncio.create_task(
+        session.run_python(
+            code,
+            execution_id=_eid(),
+            timeout_s=100,
+            max_output_length=LIMIT,
+            on_output=lambda *_: started.set(),
+        )
+    )
+    await asyncio.wait_for(started.wait(), 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 30)
+    # the kernel is free: the next cell runs at once, not behind a sleep of 100 s
+    after = await session.run_python(
+        "len(seen)", execution_id=_eid(), timeout_s=20, max_output_length=LIMIT
+    )
+    assert after.status == "completed", after
+    assert isinstance(after.outputs[-1], ResultOutput)
+    assert after.outputs[-1].data["text/plain"] == "2"
+
+
 async def test_an_execution_id_that_is_not_a_plain_name_is_rejected(
     session: KernelSession,
 ) -> None:
