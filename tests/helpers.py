@@ -139,12 +139,11 @@ class EnterpriseGateway:
                 self.proc.wait(timeout=10)
 
 
-def list_kernel_ids(url: str, headers: dict[str, str], attempts: int = 10) -> set[str]:
-    """The ids a ``/api/kernels`` listing names.
+def list_kernels(url: str, headers: dict[str, str], attempts: int = 10) -> list[dict[str, Any]]:
+    """The kernel models of a ``/api/kernels`` listing.
 
-    Enterprise Gateway (and a server listing through it) answers a listing that races a
-    kernel's shutdown with a 500 now and then: such an answer is asked again, a bounded number
-    of times.
+    jupyter_server and Enterprise Gateway answer a listing that races a kernel's shutdown
+    with a 500 now and then: such an answer is asked again, a bounded number of times.
     """
     for attempt in range(attempts):
         r = httpx.get(url, headers=headers, timeout=10)
@@ -152,7 +151,12 @@ def list_kernel_ids(url: str, headers: dict[str, str], attempts: int = 10) -> se
             break
         time.sleep(0.2)  # the pause between two tries of a bounded retry
     r.raise_for_status()
-    return {k["id"] for k in r.json()}
+    return list(r.json())
+
+
+def list_kernel_ids(url: str, headers: dict[str, str], attempts: int = 10) -> set[str]:
+    """The ids a ``/api/kernels`` listing names (see :func:`list_kernels`)."""
+    return {k["id"] for k in list_kernels(url, headers, attempts)}
 
 
 def eg_python() -> Path:
