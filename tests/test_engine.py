@@ -308,11 +308,14 @@ async def test_an_interrupt_sent_before_the_kernel_began_the_cell_still_stops_it
     assert r.status == "cancelled" and not r.kernel_lost
 
 
-async def test_an_interrupt_the_kernel_ignored_is_sent_again_until_the_cell_stops(
+async def _start_a_cell_that_swallows_the_first_sigint(
     session: KernelSession,
-) -> None:
-    # ipykernel reports a cell busy a moment before SIGINT can interrupt it; a signal landing
-    # in that moment is lost. This cell swallows the first one, as that moment would.
+) -> asyncio.Task[RunResult]:
+    """Run a cell that ignores the first SIGINT (counting them in ``seen``); return once it runs.
+
+    ipykernel reports a cell busy a moment before SIGINT can interrupt it; a signal landing
+    in that moment is lost. This cell swallows the first one, as that moment would.
+    """
     code = (
         "import signal, time\n"
         "seen = []\n"
@@ -335,6 +338,13 @@ async def test_an_interrupt_the_kernel_ignored_is_sent_again_until_the_cell_stop
         )
     )
     await asyncio.wait_for(started.wait(), 30)
+    return task
+
+
+async def test_an_interrupt_the_kernel_ignored_is_sent_again_until_the_cell_stops(
+    session: KernelSession,
+) -> None:
+    task = await _start_a_cell_that_swallows_the_first_sigint(session)
     await session.interrupt()
     r = await asyncio.wait_for(task, 30)
     assert r.status == "cancelled" and not r.kernel_lost
@@ -347,28 +357,7 @@ async def test_a_cancelled_execution_whose_cell_lost_the_first_interrupt_is_stil
 ) -> None:
     # a client that goes away cancels its execution: the cell is interrupted, and interrupted
     # again while it runs on (it swallows the first signal, as a cell just beginning would)
-    code = (
-        "import signal, time\n"
-        "seen = []\n"
-        "def swallow_first(*args):\n"
-        "    seen.append(1)\n"
-        "    if len(seen) > 1:\n"
-        "        raise KeyboardInterrupt\n"
-        "signal.signal(signal.SIGINT, swallow_first)\n"
-        "print('started', flush=True)\n"
-        "time.sleep(100)"
-    )
-    started = asyncio.Event()
-    task = asyncio.create_task(
-        session.run_python(
-            code,
-            execution_id=_eid(),
-            timeout_s=100,
-            max_output_length=LIMIT,
-            on_output=lambda *_: started.set(),
-        )
-    )
-    await asyncio.wait_for(started.wait(), 30)
+    task = await _start_a_cell_that_swallows_the_first_sigint(session)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 30)
