@@ -325,34 +325,11 @@ class KernelChannel:
             if user:
                 await self._until_started(self.interrupt_grace_s)
             await self._interrupt_kernel()
-            if user:
-                await self._reinterrupt_until_idle(req)
             raise
         finally:
             self._reqs.pop(req.msg_id, None)
             if self._user_req is req:
                 self._user_req = None
-
-    async def _reinterrupt_until_idle(self, req: Req) -> None:
-        """After a cancelled request's interrupt: send it again while its cell runs on.
-
-        As for an interrupt or a timeout (see ``_run_code``): every ``REINTERRUPT_S``, at most
-        ``MAX_REINTERRUPTS`` more times, so that the next request does not queue behind a cell
-        that lost the first signal. Errors end it quietly: the request is being cancelled.
-        """
-        try:
-            for _ in range(MAX_REINTERRUPTS):
-                end = time.monotonic() + REINTERRUPT_S
-                while not req.idle and (now := time.monotonic()) < end:
-                    if self._readers or self._routed:
-                        await self._wait_push(req, end - now)
-                    else:
-                        await self._pump("iopub", end - now)
-                if req.idle or self._died:
-                    return
-                await self._interrupt_kernel()
-        except Exception:
-            log.debug("re-interrupting a cancelled execution failed", exc_info=True)
 
     async def _until_started(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) until the kernel has begun the user's request.
